@@ -1,0 +1,172 @@
+//! The HTTP ingress: resolves the tenant, rate-limits, validates, stores and queues booking
+//! requests, and answers their status.
+
+pub mod json;
+pub mod problem;
+pub mod rate_limit;
+pub mod request_id;
+pub mod routes;
+pub mod tenant;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Router, ServiceExt};
+use common::config::Config;
+use common::jobs::BookingQueue;
+use metrics_exporter_prometheus::PrometheusHandle;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::problem::Problem;
+use crate::rate_limit::{RateLimits, RouteClass};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub queue: BookingQueue,
+    pub limits: Arc<RateLimits>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let pool = common::db::connect(&config.database_url, 32)
+            .await
+            .context("connecting to PostgreSQL")?;
+        let redis = common::jobs::connect_redis(&config.redis_url)
+            .await
+            .context("connecting to Redis")?;
+        let queue = common::jobs::booking_queue(
+            redis.clone(),
+            &config.queue_name,
+            config.heartbeat_interval,
+        );
+        let limits = RateLimits::new(
+            config.rate_limit_bookings_per_minute,
+            config.rate_limit_reads_per_minute,
+        );
+        limits.spawn_sweeper();
+        Ok(Self {
+            config: Arc::new(config),
+            pool,
+            redis,
+            queue,
+            limits,
+            metrics: common::telemetry::install_recorder(),
+        })
+    }
+}
+
+/// The routes, with per-route middleware. Tenant resolution and the security headers wrap
+/// this in [`serve`], because the `/t/{slug}` prefix must be removed before routing.
+pub fn router(state: AppState) -> Router {
+    let limited =
+        |class| middleware::from_fn_with_state((state.limits.clone(), class), rate_limit::enforce);
+    let tenant_routes = Router::new()
+        .route(
+            "/v1/bookings",
+            post(routes::bookings::create).route_layer(limited(RouteClass::Bookings)),
+        )
+        .route(
+            "/v1/services",
+            get(routes::services::list).route_layer(limited(RouteClass::Reads)),
+        )
+        .route(
+            "/v1/booking-requests/{id}",
+            get(routes::booking_requests::show).route_layer(limited(RouteClass::Reads)),
+        );
+    Router::new()
+        .merge(tenant_routes)
+        .route("/healthz", get(routes::health::live))
+        .route("/readyz", get(routes::health::ready))
+        .route("/metrics", get(routes::health::metrics))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        .layer(middleware::from_fn(record_metrics))
+        .layer(DefaultBodyLimit::max(json::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The whole service as it is served: security headers, request id, timeout and tenant
+/// resolution around the routes.
+pub fn app(
+    state: AppState,
+) -> impl Clone
++ tower::Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send>
++ Send {
+    let resolve = middleware::from_fn_with_state(state.clone(), tenant::resolve);
+    let routes = router(state);
+    let stack = tower::ServiceBuilder::new()
+        .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(security_header(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        ))
+        .layer(security_header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
+        .layer(middleware::from_fn(request_id::assign))
+        .layer(middleware::from_fn(time_limit))
+        .layer(resolve);
+    stack.service(routes)
+}
+
+fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+}
+
+/// Requests that take longer than this are answered 408 and dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn time_limit(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::timeout().into_response(),
+    }
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves until `shutdown` is cancelled, then finishes the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let service = app(state);
+    axum::serve(
+        listener,
+        service.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}

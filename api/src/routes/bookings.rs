@@ -1,0 +1,303 @@
+//! Accepting booking requests. A request is validated, stored durably, queued, and answered
+//! 202 with the URL to poll; the worker decides it.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, FixedOffset};
+use common::domain::{BookingRequestPayload, Customer, RequestStatus};
+use common::jobs::BookingJob;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+use validator::{Validate, ValidationError};
+
+use crate::AppState;
+use crate::json::{Json, field_errors};
+use crate::problem::{FieldError, Problem};
+use crate::tenant::CurrentTenant;
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBooking {
+    pub service_id: Uuid,
+    #[serde(default)]
+    pub resource_id: Option<Uuid>,
+    #[validate(custom(function = "rfc3339_with_offset"))]
+    pub start: String,
+    #[validate(nested)]
+    pub customer: CustomerBody,
+    #[serde(default)]
+    #[validate(length(max = 1000, message = "must be at most 1000 characters"))]
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerBody {
+    #[validate(
+        length(min = 1, max = 200, message = "must be 1 to 200 characters"),
+        custom(function = "not_blank")
+    )]
+    pub name: String,
+    #[validate(
+        email(message = "must be a valid email address"),
+        length(max = 254, message = "must be at most 254 characters")
+    )]
+    pub email: String,
+    #[serde(default)]
+    #[validate(custom(function = "phone_number"))]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub request_id: Uuid,
+    pub status: RequestStatus,
+    pub status_url: String,
+}
+
+fn rfc3339_with_offset(value: &str) -> Result<(), ValidationError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|_| ())
+        .map_err(|_| {
+            ValidationError::new("rfc3339").with_message(
+                "must be an RFC 3339 date-time with an offset, like 2030-01-31T09:00:00+01:00"
+                    .into(),
+            )
+        })
+}
+
+fn not_blank(value: &str) -> Result<(), ValidationError> {
+    if value.trim().is_empty() || value.chars().any(char::is_control) {
+        return Err(ValidationError::new("blank")
+            .with_message("must contain visible characters and no control characters".into()));
+    }
+    Ok(())
+}
+
+fn phone_number(value: &str) -> Result<(), ValidationError> {
+    let digits = value.chars().filter(char::is_ascii_digit).count();
+    let allowed = value
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-().".contains(c));
+    if allowed && (5..=20).contains(&digits) && value.len() <= 40 {
+        return Ok(());
+    }
+    Err(ValidationError::new("phone")
+        .with_message("must be a phone number of 5 to 20 digits, with + - ( ) . or spaces".into()))
+}
+
+/// `POST /v1/bookings`: accepts a booking request for the worker to decide.
+pub async fn create(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    headers: HeaderMap,
+    Json(body): Json<CreateBooking>,
+) -> Result<Response, Problem> {
+    let idempotency_key = idempotency_key(&headers)?;
+    body.validate().map_err(|errors| {
+        metrics::counter!("booking_requests_refused_total", "reason" => "invalid").increment(1);
+        Problem::validation(field_errors(&errors))
+    })?;
+    let payload = into_payload(body)?;
+    check_catalogue(&state, tenant.id, &payload).await?;
+
+    let fingerprint = fingerprint(&payload);
+    let request_id = Uuid::now_v7();
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO booking_requests (tenant_id, id, idempotency_key, body_fingerprint, payload)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+         RETURNING id",
+    )
+    .bind(tenant.id)
+    .bind(request_id)
+    .bind(&idempotency_key)
+    .bind(&fingerprint)
+    .bind(serde_json::to_value(&payload).map_err(Problem::internal)?)
+    .fetch_optional(&state.pool)
+    .await?;
+
+    let Some(request_id) = inserted else {
+        return replay(
+            &state,
+            tenant.id,
+            &tenant.slug,
+            idempotency_key,
+            &fingerprint,
+        )
+        .await;
+    };
+
+    let job = BookingJob {
+        tenant_id: tenant.id,
+        tenant_slug: tenant.slug.clone(),
+        request_id,
+    };
+    let mut queue = state.queue.clone();
+    if let Err(err) = common::jobs::enqueue(&mut queue, job).await {
+        tracing::warn!(request.id = %request_id, error = %err, "could not queue a booking request");
+        forget(&state, tenant.id, request_id).await;
+        metrics::counter!("booking_requests_refused_total", "reason" => "queue_unavailable")
+            .increment(1);
+        return Err(Problem::unavailable(
+            "bookings cannot be queued right now; retry shortly",
+        ));
+    }
+
+    metrics::counter!("booking_requests_accepted_total", "tenant" => tenant.slug.clone())
+        .increment(1);
+    tracing::info!(request.id = %request_id, "booking request accepted");
+    Ok(accepted(&tenant.slug, request_id, RequestStatus::Queued))
+}
+
+/// The same key and body: the original request again. Another body: 422.
+async fn replay(
+    state: &AppState,
+    tenant_id: Uuid,
+    slug: &str,
+    key: Option<String>,
+    fingerprint: &str,
+) -> Result<Response, Problem> {
+    let stored: Option<(Uuid, String, RequestStatus)> = sqlx::query_as(
+        "SELECT id, body_fingerprint, status FROM booking_requests
+         WHERE tenant_id = $1 AND idempotency_key = $2",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_optional(&state.pool)
+    .await?;
+    // The first request with this key was withdrawn between our insert and this read.
+    let Some((id, stored_fingerprint, status)) = stored else {
+        return Err(Problem::unavailable(
+            "a request with this Idempotency-Key is being withdrawn; retry",
+        ));
+    };
+    if stored_fingerprint != fingerprint {
+        metrics::counter!("booking_requests_refused_total", "reason" => "idempotency_conflict")
+            .increment(1);
+        return Err(Problem::idempotency_conflict());
+    }
+    Ok(accepted(slug, id, status))
+}
+
+/// Removes a request that could not be queued, so that it was never accepted.
+async fn forget(state: &AppState, tenant_id: Uuid, request_id: Uuid) {
+    let deleted = sqlx::query("DELETE FROM booking_requests WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(request_id)
+        .execute(&state.pool)
+        .await;
+    if let Err(err) = deleted {
+        // Limitation: if this delete fails too, the request stays stored and the sweeper
+        // still decides it, although the client was told 503.
+        tracing::error!(request.id = %request_id, error = %err, "could not withdraw an unqueued request");
+    }
+}
+
+fn accepted(slug: &str, request_id: Uuid, status: RequestStatus) -> Response {
+    let status_url = format!("/t/{slug}/v1/booking-requests/{request_id}");
+    let location = HeaderValue::from_str(&status_url).ok();
+    let mut response = (
+        StatusCode::ACCEPTED,
+        axum::Json(Accepted {
+            request_id,
+            status,
+            status_url,
+        }),
+    )
+        .into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// Reads `Idempotency-Key` as a structured-field string (`"…"`); a bare token is accepted
+/// too. Printable ASCII, 1 to 255 characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        Problem::validation(vec![FieldError {
+            field: "Idempotency-Key".into(),
+            message: "must be a quoted string of 1 to 255 printable ASCII characters".into(),
+        }])
+    };
+    let raw = value.to_str().map_err(|_| invalid())?.trim();
+    let key = raw
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .unwrap_or(raw);
+    let printable = key
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if key.is_empty() || key.len() > 255 || !printable {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn into_payload(body: CreateBooking) -> Result<BookingRequestPayload, Problem> {
+    let start: DateTime<FixedOffset> = DateTime::parse_from_rfc3339(&body.start)
+        .map_err(|_| Problem::bad_request("invalid start"))?;
+    Ok(BookingRequestPayload {
+        service_id: body.service_id,
+        resource_id: body.resource_id,
+        start,
+        customer: Customer {
+            name: body.customer.name,
+            email: body.customer.email,
+            phone: body.customer.phone,
+        },
+        notes: body.notes,
+    })
+}
+
+/// The service must exist for this tenant, and the resource, when named, must offer it.
+async fn check_catalogue(
+    state: &AppState,
+    tenant_id: Uuid,
+    payload: &BookingRequestPayload,
+) -> Result<(), Problem> {
+    let (service_ok, resource_ok): (bool, bool) = sqlx::query_as(
+        "SELECT
+            EXISTS (SELECT 1 FROM services WHERE tenant_id = $1 AND id = $2 AND active),
+            $3::uuid IS NULL OR EXISTS (
+                SELECT 1 FROM resource_services rs
+                JOIN resources r ON r.tenant_id = rs.tenant_id AND r.id = rs.resource_id
+                WHERE rs.tenant_id = $1 AND rs.service_id = $2 AND rs.resource_id = $3
+                  AND r.active)",
+    )
+    .bind(tenant_id)
+    .bind(payload.service_id)
+    .bind(payload.resource_id)
+    .fetch_one(&state.pool)
+    .await?;
+    let mut errors = Vec::new();
+    if !service_ok {
+        errors.push(FieldError {
+            field: "service_id".into(),
+            message: "no such service".into(),
+        });
+    } else if !resource_ok {
+        errors.push(FieldError {
+            field: "resource_id".into(),
+            message: "no such resource offers this service".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::validation(errors))
+    }
+}
+
+/// A digest of the request as understood, so the same booking sent with different
+/// whitespace or key order is still the same request.
+fn fingerprint(payload: &BookingRequestPayload) -> String {
+    let canonical = serde_json::to_vec(payload).unwrap_or_default();
+    hex::encode(Sha256::digest(canonical))
+}

@@ -1,0 +1,6 @@
+//! One module per endpoint group; each handler's doc names the route it serves.
+
+pub mod booking_requests;
+pub mod bookings;
+pub mod health;
+pub mod services;

@@ -1,0 +1,459 @@
+//! The booking engine: decides a tenant's open booking requests, oldest first, inside one
+//! PostgreSQL transaction that holds the tenant's advisory lock.
+//!
+//! The database has the last word on overlaps: the exclusion constraint on `bookings`
+//! refuses a second live booking of a resource in an occupied span, and that refusal
+//! becomes a `slot_taken` rejection. Each request is decided under its own savepoint, so
+//! one rejection never undoes another request's booking.
+
+use std::str::FromStr;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use common::domain::{BookingRequestPayload, RejectReason, Tenant};
+use common::schedule::{HoursViolation, OpeningInterval, check_opening_hours};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::messages;
+
+/// How many open requests one transaction decides at most.
+const BATCH_SIZE: i64 = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("tenant {0} does not exist")]
+    UnknownTenant(Uuid),
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pool: PgPool,
+    max_attempts: i32,
+}
+
+/// What happened to one request, reported after the transaction commits.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub request_id: Uuid,
+    pub accepted_at: DateTime<Utc>,
+    pub outcome: Outcome,
+    pub decision_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Confirmed {
+        booking_id: Uuid,
+    },
+    Rejected {
+        reason: RejectReason,
+        detail: String,
+    },
+    Failed {
+        detail: String,
+    },
+}
+
+struct OpenRequest {
+    id: Uuid,
+    attempts: i32,
+    payload: serde_json::Value,
+    accepted_at: DateTime<Utc>,
+}
+
+struct ServiceRules {
+    name: String,
+    duration_minutes: i32,
+    slot_interval_minutes: i32,
+    buffer_before_minutes: i32,
+    buffer_after_minutes: i32,
+    min_notice_minutes: i32,
+    max_days_ahead: i32,
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, max_attempts: i32) -> Self {
+        Self { pool, max_attempts }
+    }
+
+    /// Decides every open request of the tenant, oldest first, and returns the decisions
+    /// once they are committed.
+    pub async fn drain_tenant(&self, tenant_id: Uuid) -> Result<Vec<Decision>, EngineError> {
+        let tenant = common::db::tenant_by_id(&self.pool, tenant_id)
+            .await?
+            .ok_or(EngineError::UnknownTenant(tenant_id))?;
+        let tz = Tz::from_str(&tenant.time_zone).unwrap_or(Tz::UTC);
+        let mut decisions = Vec::new();
+        loop {
+            let batch = self.decide_batch(&tenant, tz).await?;
+            if batch.is_empty() {
+                return Ok(decisions);
+            }
+            decisions.extend(batch);
+        }
+    }
+
+    async fn decide_batch(&self, tenant: &Tenant, tz: Tz) -> Result<Vec<Decision>, EngineError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant:' || $1::text, 0))")
+            .bind(tenant.id)
+            .execute(&mut *tx)
+            .await?;
+
+        let open = open_requests(&mut tx, tenant.id).await?;
+        if open.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let batch = retried_requests_alone(open);
+        self.record_attempt(tenant.id, &batch).await?;
+
+        let mut decisions = Vec::with_capacity(batch.len());
+        for request in batch {
+            let started = Instant::now();
+            let outcome = if request.attempts + 1 > self.max_attempts {
+                Outcome::Failed {
+                    detail: format!("the decision failed {} times", request.attempts),
+                }
+            } else {
+                let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+                let outcome = self.decide(&mut savepoint, tenant, tz, &request).await?;
+                if matches!(outcome, Outcome::Confirmed { .. }) {
+                    savepoint.commit().await?;
+                } else {
+                    savepoint.rollback().await?;
+                }
+                outcome
+            };
+            store_outcome(&mut tx, tenant.id, request.id, &outcome).await?;
+            decisions.push(Decision {
+                request_id: request.id,
+                accepted_at: request.accepted_at,
+                outcome,
+                decision_seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        tx.commit().await?;
+        Ok(decisions)
+    }
+
+    /// Counts the attempt outside the deciding transaction, so a decision that crashes
+    /// the process still counts and a request that always crashes is eventually failed.
+    async fn record_attempt(&self, tenant_id: Uuid, batch: &[OpenRequest]) -> sqlx::Result<()> {
+        let ids: Vec<Uuid> = batch.iter().map(|r| r.id).collect();
+        sqlx::query(
+            "UPDATE booking_requests SET attempts = attempts + 1, status = 'processing'
+             WHERE tenant_id = $1 AND id = ANY($2)",
+        )
+        .bind(tenant_id)
+        .bind(&ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Decides one request. Returns an error only for database failures other than the
+    /// overlap constraint; the caller then retries the whole batch later.
+    async fn decide(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        tz: Tz,
+        request: &OpenRequest,
+    ) -> Result<Outcome, EngineError> {
+        let payload: BookingRequestPayload = match serde_json::from_value(request.payload.clone()) {
+            Ok(payload) => payload,
+            Err(_) => {
+                return Ok(Outcome::Failed {
+                    detail: "the stored request is unreadable".into(),
+                });
+            }
+        };
+        let Some(service) = load_service(conn, tenant.id, payload.service_id).await? else {
+            return Ok(reject(
+                RejectReason::UnknownService,
+                "the service does not exist",
+            ));
+        };
+
+        let start = payload.start.with_timezone(&Utc);
+        let end = start + Duration::minutes(service.duration_minutes.into());
+        if let Some(rejection) = check_notice(&service, start, Utc::now()) {
+            return Ok(rejection);
+        }
+
+        let candidates = candidate_resources(conn, tenant.id, &payload).await?;
+        if candidates.is_empty() {
+            return Ok(reject(
+                RejectReason::UnknownResource,
+                "no active resource offers this service",
+            ));
+        }
+
+        let occupied_from = start - Duration::minutes(service.buffer_before_minutes.into());
+        let occupied_until = end + Duration::minutes(service.buffer_after_minutes.into());
+        let mut hours_rejection = None;
+        let mut any_open = false;
+        for resource_id in candidates {
+            let hours = opening_hours(conn, tenant.id, resource_id).await?;
+            let interval = service.slot_interval_minutes.into();
+            if let Err(violation) = check_opening_hours(tz, start, end, &hours, interval) {
+                hours_rejection.get_or_insert(hours_violation(violation, interval));
+                continue;
+            }
+            any_open = true;
+
+            let booking_id = Uuid::now_v7();
+            let mut attempt = sqlx::Connection::begin(&mut *conn).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO bookings (tenant_id, id, request_id, service_id, resource_id,
+                     starts_at, ends_at, occupied, customer_name, customer_email,
+                     customer_phone, notes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, tstzrange($8, $9, '[)'), $10, $11, $12, $13)",
+            )
+            .bind(tenant.id)
+            .bind(booking_id)
+            .bind(request.id)
+            .bind(payload.service_id)
+            .bind(resource_id)
+            .bind(start)
+            .bind(end)
+            .bind(occupied_from)
+            .bind(occupied_until)
+            .bind(&payload.customer.name)
+            .bind(&payload.customer.email)
+            .bind(&payload.customer.phone)
+            .bind(&payload.notes)
+            .execute(&mut *attempt)
+            .await;
+            match inserted {
+                Ok(_) => attempt.commit().await?,
+                Err(err) if is_overlap(&err) => {
+                    attempt.rollback().await?;
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            }
+
+            let booking = messages::ConfirmedBooking {
+                booking_id,
+                service_name: &service.name,
+                start,
+                end,
+                customer: &payload.customer,
+                notes: payload.notes.as_deref(),
+            };
+            messages::queue_confirmation(conn, tenant, tz, &booking).await?;
+            return Ok(Outcome::Confirmed { booking_id });
+        }
+
+        if any_open {
+            Ok(reject(
+                RejectReason::SlotTaken,
+                "the slot is already booked",
+            ))
+        } else {
+            Ok(hours_rejection
+                .unwrap_or_else(|| reject(RejectReason::OutsideHours, "outside opening hours")))
+        }
+    }
+}
+
+fn reject(reason: RejectReason, detail: &str) -> Outcome {
+    Outcome::Rejected {
+        reason,
+        detail: detail.to_owned(),
+    }
+}
+
+fn hours_violation(violation: HoursViolation, interval: i64) -> Outcome {
+    match violation {
+        HoursViolation::Closed => reject(RejectReason::OutsideHours, "outside opening hours"),
+        HoursViolation::OffGrid => Outcome::Rejected {
+            reason: RejectReason::OutsideHours,
+            detail: format!("the start is not on the service's {interval}-minute slot grid"),
+        },
+    }
+}
+
+fn check_notice(
+    service: &ServiceRules,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<Outcome> {
+    if start <= now {
+        return Some(reject(RejectReason::InPast, "the start is in the past"));
+    }
+    if start < now + Duration::minutes(service.min_notice_minutes.into()) {
+        let detail = format!(
+            "bookings need {} minutes' notice",
+            service.min_notice_minutes
+        );
+        return Some(Outcome::Rejected {
+            reason: RejectReason::TooSoon,
+            detail,
+        });
+    }
+    if start > now + Duration::days(service.max_days_ahead.into()) {
+        let detail = format!("bookings open {} days ahead", service.max_days_ahead);
+        return Some(Outcome::Rejected {
+            reason: RejectReason::TooFarAhead,
+            detail,
+        });
+    }
+    None
+}
+
+fn is_overlap(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ExclusionViolation)
+}
+
+/// A request that was attempted before (its decision crashed or failed) is decided alone,
+/// so the requests queued behind it are not charged for its failures.
+fn retried_requests_alone(open: Vec<OpenRequest>) -> Vec<OpenRequest> {
+    let mut batch = Vec::with_capacity(open.len());
+    for request in open {
+        if !batch.is_empty() && request.attempts > 0 {
+            break;
+        }
+        let retried = request.attempts > 0;
+        batch.push(request);
+        if retried {
+            break;
+        }
+    }
+    batch
+}
+
+async fn open_requests(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Vec<OpenRequest>> {
+    let rows = sqlx::query(
+        "SELECT id, attempts, payload, accepted_at FROM booking_requests
+         WHERE tenant_id = $1 AND status IN ('queued', 'processing')
+         ORDER BY seq LIMIT $2",
+    )
+    .bind(tenant_id)
+    .bind(BATCH_SIZE)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|row: PgRow| {
+            Ok(OpenRequest {
+                id: row.try_get("id")?,
+                attempts: row.try_get("attempts")?,
+                payload: row.try_get("payload")?,
+                accepted_at: row.try_get("accepted_at")?,
+            })
+        })
+        .collect()
+}
+
+async fn load_service(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    service_id: Uuid,
+) -> sqlx::Result<Option<ServiceRules>> {
+    let row = sqlx::query(
+        "SELECT name, duration_minutes, slot_interval_minutes, buffer_before_minutes,
+                buffer_after_minutes, min_notice_minutes, max_days_ahead
+         FROM services WHERE tenant_id = $1 AND id = $2 AND active",
+    )
+    .bind(tenant_id)
+    .bind(service_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        Ok(ServiceRules {
+            name: row.try_get("name")?,
+            duration_minutes: row.try_get("duration_minutes")?,
+            slot_interval_minutes: row.try_get("slot_interval_minutes")?,
+            buffer_before_minutes: row.try_get("buffer_before_minutes")?,
+            buffer_after_minutes: row.try_get("buffer_after_minutes")?,
+            min_notice_minutes: row.try_get("min_notice_minutes")?,
+            max_days_ahead: row.try_get("max_days_ahead")?,
+        })
+    })
+    .transpose()
+}
+
+/// The resources that may take the booking: the one asked for, or every active resource
+/// offering the service, in a stable order.
+async fn candidate_resources(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    payload: &BookingRequestPayload,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT r.id FROM resources r
+         JOIN resource_services rs ON rs.tenant_id = r.tenant_id AND rs.resource_id = r.id
+         WHERE r.tenant_id = $1 AND rs.service_id = $2 AND r.active
+           AND ($3::uuid IS NULL OR r.id = $3)
+         ORDER BY r.name, r.id",
+    )
+    .bind(tenant_id)
+    .bind(payload.service_id)
+    .bind(payload.resource_id)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn opening_hours(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    resource_id: Uuid,
+) -> sqlx::Result<Vec<OpeningInterval>> {
+    let rows = sqlx::query(
+        "SELECT weekday, opens_at, closes_at FROM opening_hours
+         WHERE tenant_id = $1 AND resource_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(resource_id)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let weekday: i16 = row.try_get("weekday")?;
+            Ok(OpeningInterval {
+                weekday: weekday as u32,
+                opens: row.try_get("opens_at")?,
+                closes: row.try_get("closes_at")?,
+            })
+        })
+        .collect()
+}
+
+async fn store_outcome(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    request_id: Uuid,
+    outcome: &Outcome,
+) -> sqlx::Result<()> {
+    let (status, reason, detail, booking_id) = match outcome {
+        Outcome::Confirmed { booking_id } => ("confirmed", None, None, Some(*booking_id)),
+        Outcome::Rejected { reason, detail } => (
+            "rejected",
+            Some(reason.as_str()),
+            Some(detail.as_str()),
+            None,
+        ),
+        Outcome::Failed { detail } => ("failed", None, Some(detail.as_str()), None),
+    };
+    sqlx::query(
+        "UPDATE booking_requests
+         SET status = $3, reason = $4, detail = $5, booking_id = $6, decided_at = now()
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(request_id)
+    .bind(status)
+    .bind(reason)
+    .bind(detail)
+    .bind(booking_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The sweeper: every few seconds, drains each tenant that has a request accepted more than
+//! a little while ago and still open, whatever happened to its job, and updates the
+//! backlog gauges.
+
+use std::time::Duration;
+
+use common::jobs::BookingQueue;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::actors::TenantActors;
+
+/// A request open for longer than this is drained by the sweeper.
+const STALE_AFTER_SECONDS: f64 = 10.0;
+
+pub async fn run(
+    pool: PgPool,
+    mut redis: ConnectionManager,
+    queue: BookingQueue,
+    actors: TenantActors,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(err) = sweep(&pool, &actors).await {
+            tracing::warn!(error = %err, "sweep failed");
+        }
+        update_gauges(&pool, &mut redis, &queue).await;
+    }
+}
+
+/// Drains every tenant with a stale open request; returns how many tenants.
+pub async fn sweep(pool: &PgPool, actors: &TenantActors) -> sqlx::Result<usize> {
+    let tenants: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT tenant_id FROM booking_requests
+         WHERE status IN ('queued', 'processing')
+           AND accepted_at < now() - make_interval(secs => $1)",
+    )
+    .bind(STALE_AFTER_SECONDS)
+    .fetch_all(pool)
+    .await?;
+    for tenant_id in &tenants {
+        let actors = actors.clone();
+        let tenant_id = *tenant_id;
+        tokio::spawn(async move {
+            if let Err(err) = actors.drain(tenant_id).await {
+                tracing::warn!(tenant.id = %tenant_id, error = %err, "sweep drain failed");
+            }
+        });
+    }
+    Ok(tenants.len())
+}
+
+async fn update_gauges(pool: &PgPool, redis: &mut ConnectionManager, queue: &BookingQueue) {
+    let pending: Result<i64, _> = sqlx::query_scalar(
+        "SELECT count(*) FROM booking_requests WHERE status IN ('queued', 'processing')",
+    )
+    .fetch_one(pool)
+    .await;
+    if let Ok(pending) = pending {
+        metrics::gauge!("booking_requests_pending").set(pending as f64);
+    }
+    let outbox: Result<(i64, i64), _> = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'dead')
+         FROM outbox WHERE status <> 'sent'",
+    )
+    .fetch_one(pool)
+    .await;
+    if let Ok((backlog, dead)) = outbox {
+        metrics::gauge!("notification_outbox_backlog").set(backlog as f64);
+        metrics::gauge!("notification_outbox_dead").set(dead as f64);
+    }
+    let depth: Result<i64, _> = redis::cmd("LLEN")
+        .arg(queue.get_config().active_jobs_list())
+        .query_async(redis)
+        .await;
+    if let Ok(depth) = depth {
+        metrics::gauge!("booking_queue_depth").set(depth as f64);
+    }
+}
