@@ -13,6 +13,11 @@ use crate::actors::TenantActors;
 /// the request is left to the sweeper, which drains from the database.
 const MAX_JOB_ATTEMPTS: usize = 10;
 
+/// How often an idle consumer asks Redis for new jobs. Without it, an idle consumer only
+/// looks again at its next heartbeat, which would add up to a heartbeat to the latency of
+/// the first booking after a quiet spell.
+const IDLE_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub async fn run(
     queue: BookingQueue,
     actors: TenantActors,
@@ -24,7 +29,7 @@ pub async fn run(
     Monitor::new()
         .register(move |restarts| {
             WorkerBuilder::new(format!("{name}-{restarts}"))
-                .backend(queue.clone())
+                .backend(queue.clone().poll_with_interval(IDLE_POLL_INTERVAL))
                 .data(actors.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)

@@ -1,0 +1,219 @@
+//! The system under test: a fresh PostgreSQL database and Redis queue per test, the real
+//! api served on a loopback port, and the worker in-process or as its own process.
+//!
+//! Needs `DATABASE_URL` and `REDIS_URL` naming running servers (`make test` starts them).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{Datelike, Duration as Days, NaiveTime, TimeZone, Utc};
+use common::config::Config;
+use common::seed::SeededTenant;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub struct TestSystem {
+    pub config: Config,
+    pub pool: PgPool,
+    pub api_url: String,
+    pub client: reqwest::Client,
+    pub outbox: tempfile::TempDir,
+    pub shutdown: CancellationToken,
+    worker_shutdown: Option<CancellationToken>,
+}
+
+impl TestSystem {
+    /// A fresh database and queue, the api, and an in-process worker.
+    pub async fn start() -> Self {
+        let mut system = Self::start_without_worker().await;
+        system.start_worker();
+        system
+    }
+
+    /// A fresh database and queue and the api, with nothing consuming the queue yet.
+    pub async fn start_without_worker() -> Self {
+        common::telemetry::init_tracing();
+        let mut config = Config::from_env().expect("configuration");
+        let database_url = fresh_database(&config.database_url).await;
+        config.database_url = database_url;
+        config.queue_name = format!("test-{}", Uuid::now_v7().simple());
+        config.worker_name = format!("test-worker-{}", Uuid::now_v7().simple());
+        config.worker_metrics_addr = "127.0.0.1:0".parse().unwrap();
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.smtp_url = None;
+        let outbox = tempfile::tempdir().expect("outbox folder");
+        config.outbox_dir = outbox.path().to_path_buf();
+
+        let pool = common::db::connect(&config.database_url, 5).await.expect("test database");
+        common::db::migrate(&pool).await.expect("migrations");
+
+        let shutdown = CancellationToken::new();
+        let state = api::AppState::connect(config.clone()).await.expect("api state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(api::serve(listener, state, shutdown.clone()));
+
+        Self {
+            config,
+            pool,
+            api_url,
+            client: reqwest::Client::new(),
+            outbox,
+            shutdown,
+            worker_shutdown: None,
+        }
+    }
+
+    /// Starts the worker inside the test process.
+    pub fn start_worker(&mut self) {
+        let token = self.shutdown.child_token();
+        let config = Config { worker_name: format!("test-worker-{}", Uuid::now_v7().simple()), ..self.config.clone() };
+        let stop = token.clone();
+        tokio::spawn(async move {
+            if let Err(err) = worker::run(config, stop).await {
+                eprintln!("in-process worker stopped: {err:#}");
+            }
+        });
+        self.worker_shutdown = Some(token);
+    }
+
+    /// Starts the real worker binary against this system's database and queue.
+    pub fn spawn_worker_process(&self, smtp_url: Option<&str>) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+        command
+            .env("DATABASE_URL", &self.config.database_url)
+            .env("REDIS_URL", &self.config.redis_url)
+            .env("QUEUE_NAME", &self.config.queue_name)
+            .env("OUTBOX_DIR", self.outbox.path())
+            .env("WORKER_METRICS_ADDR", "127.0.0.1:0")
+            .env("WORKER_HEARTBEAT_SECONDS", "1")
+            .env("RUST_LOG", "warn")
+            .env_remove("WORKER_NAME")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        match smtp_url {
+            Some(url) => command.env("SMTP_URL", url),
+            None => command.env_remove("SMTP_URL"),
+        };
+        command.spawn().expect("worker binary starts")
+    }
+
+    pub async fn seed_tenant(&self, slug: &str, zone: &str) -> SeededTenant {
+        common::seed::seed_tenant(&self.pool, slug, &format!("Tenant {slug}"), zone)
+            .await
+            .expect("seed tenant")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api_url)
+    }
+
+    /// POSTs a booking for the tenant through the `/t/{slug}` prefix.
+    pub async fn book(&self, slug: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/t/{slug}/v1/bookings")))
+            .json(body)
+            .send()
+            .await
+            .expect("api answers")
+    }
+
+    /// POSTs a booking that must be accepted; returns the status URL.
+    pub async fn book_accepted(&self, slug: &str, body: &Value) -> String {
+        let response = self.book(slug, body).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 202, "booking not accepted: {body}");
+        body["status_url"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls a status URL until the request is final, or fails the test after `limit`.
+    pub async fn wait_final(&self, status_url: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let response = self.client.get(self.url(status_url)).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.unwrap();
+            let status = body["status"].as_str().unwrap().to_owned();
+            if matches!(status.as_str(), "confirmed" | "rejected" | "failed") {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "request still {status} after {limit:?}: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the outbox folder holds `count` messages, or fails after `limit`.
+    pub async fn wait_for_emails(&self, count: usize, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let emails = read_emails(self.outbox.path());
+            if emails.len() >= count {
+                return emails;
+            }
+            assert!(Instant::now() < deadline, "{} of {count} emails after {limit:?}", emails.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestSystem {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn read_emails(dir: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+    files.sort();
+    files.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect()
+}
+
+/// Creates an empty database on the server `base_url` names and returns its URL.
+async fn fresh_database(base_url: &str) -> String {
+    let admin = common::db::connect(base_url, 1).await.expect("DATABASE_URL reachable");
+    let name = format!("test_{}", Uuid::now_v7().simple());
+    // The name is ours: a fixed prefix and a UUID's hex digits.
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::query(sqlx::AssertSqlSafe(create)).execute(&admin).await.expect("create database");
+    admin.close().await;
+    let (server, _db) = base_url.rsplit_once('/').expect("DATABASE_URL names a database");
+    format!("{server}/{name}")
+}
+
+/// A start time `days` ahead at a local wall-clock time in `zone`, as RFC 3339 with the
+/// zone's offset.
+pub fn local_start(zone: &str, days: i64, hour: u32, minute: u32) -> String {
+    let tz: chrono_tz::Tz = zone.parse().unwrap();
+    let date = Utc::now().with_timezone(&tz).date_naive() + Days::days(days);
+    let time = NaiveTime::from_hms_opt(hour, minute, 0).unwrap();
+    let local = tz.from_local_datetime(&date.and_time(time)).earliest().unwrap();
+    let _ = local.weekday();
+    local.fixed_offset().to_rfc3339()
+}
+
+pub fn booking_body(service: Uuid, resource: Option<Uuid>, start: &str, n: usize) -> Value {
+    let mut body = json!({
+        "service_id": service,
+        "start": start,
+        "customer": {"name": format!("Customer {n}"), "email": format!("customer{n}@example.com")},
+    });
+    if let Some(resource) = resource {
+        body["resource_id"] = json!(resource);
+    }
+    body
+}
+
+/// Waits for a child process to exit after SIGKILL.
+pub fn kill_hard(child: &mut Child) {
+    child.kill().expect("SIGKILL the worker");
+    child.wait().expect("reap the worker");
+}
