@@ -46,12 +46,23 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         if inner.is_syntax() || inner.is_eof() {
             Problem::malformed_body(format!("the body is not valid JSON: {message}"), Vec::new())
         } else {
+            let field = missing_field_path(&field, &message).unwrap_or(field);
             let field = if field == "." { String::new() } else { field };
             Problem::malformed_body(
                 "the body does not have the expected shape; see errors",
                 vec![FieldError { field, message }],
             )
         }
+    })
+}
+
+/// serde reports a missing field at its parent's path; name the field itself.
+fn missing_field_path(parent: &str, message: &str) -> Option<String> {
+    let name = message.strip_prefix("missing field `")?.strip_suffix('`')?;
+    Some(if parent == "." {
+        name.to_owned()
+    } else {
+        format!("{parent}.{name}")
     })
 }
 

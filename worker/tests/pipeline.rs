@@ -40,8 +40,16 @@ async fn booking_is_confirmed_and_both_emails_are_written() {
 
     let emails = system.wait_for_emails(2, DECIDED_WITHIN).await;
     assert_eq!(emails.len(), 2);
-    assert!(emails.iter().any(|m| m.contains("To: customer1@example.com")));
-    assert!(emails.iter().any(|m| m.contains("To: bookings@acme.example")));
+    assert!(
+        emails
+            .iter()
+            .any(|m| m.contains("To: customer1@example.com"))
+    );
+    assert!(
+        emails
+            .iter()
+            .any(|m| m.contains("To: bookings@acme.example"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -57,10 +65,20 @@ async fn twenty_concurrent_requests_for_one_slot_confirm_exactly_one() {
         async move { system.book_accepted("rush", &body).await }
     });
     let urls = join_all(submissions).await;
-    let decisions = join_all(urls.iter().map(|url| system.wait_final(url, DECIDED_WITHIN))).await;
+    let decisions = join_all(
+        urls.iter()
+            .map(|url| system.wait_final(url, DECIDED_WITHIN)),
+    )
+    .await;
 
-    let confirmed = decisions.iter().filter(|d| d["status"] == "confirmed").count();
-    let taken = decisions.iter().filter(|d| d["reason"] == "slot_taken").count();
+    let confirmed = decisions
+        .iter()
+        .filter(|d| d["status"] == "confirmed")
+        .count();
+    let taken = decisions
+        .iter()
+        .filter(|d| d["reason"] == "slot_taken")
+        .count();
     assert_eq!(confirmed, 1, "{decisions:?}");
     assert_eq!(taken, 19, "{decisions:?}");
 
@@ -114,7 +132,10 @@ async fn overlapping_bookings_are_refused_and_back_to_back_ones_allowed() {
     .execute(&system.pool)
     .await;
     let err = direct.expect_err("overlap must violate the exclusion constraint");
-    let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
+    let code = err
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.to_string());
     assert_eq!(code.as_deref(), Some("23P01"));
 }
 
@@ -134,7 +155,9 @@ async fn rules_reject_with_machine_readable_reasons() {
         ("outside_hours", local_start(LONDON, 2, 10, 10)),
     ];
     for (n, (reason, start)) in cases.into_iter().enumerate() {
-        let url = system.book_accepted("rules", &booking_body(service, resource, &start, n)).await;
+        let url = system
+            .book_accepted("rules", &booking_body(service, resource, &start, n))
+            .await;
         let decided = system.wait_final(&url, DECIDED_WITHIN).await;
         assert_eq!(decided["status"], "rejected", "{start}: {decided}");
         assert_eq!(decided["reason"], reason, "{start}: {decided}");
@@ -163,8 +186,15 @@ async fn booking_without_a_resource_takes_any_free_one() {
         .collect();
     resources.sort();
     resources.dedup();
-    assert_eq!(resources.len(), 3, "three resources, three bookings: {decisions:?}");
-    let taken: Vec<_> = decisions.iter().filter(|d| d["reason"] == "slot_taken").collect();
+    assert_eq!(
+        resources.len(),
+        3,
+        "three resources, three bookings: {decisions:?}"
+    );
+    let taken: Vec<_> = decisions
+        .iter()
+        .filter(|d| d["reason"] == "slot_taken")
+        .collect();
     assert_eq!(taken.len(), 1, "{decisions:?}");
 }
 
@@ -172,7 +202,12 @@ async fn booking_without_a_resource_takes_any_free_one() {
 async fn same_idempotency_key_returns_the_same_request() {
     let system = TestSystem::start().await;
     let tenant = system.seed_tenant("idem", LONDON).await;
-    let body = booking_body(tenant.services[0].id, None, &local_start(LONDON, 3, 12, 0), 1);
+    let body = booking_body(
+        tenant.services[0].id,
+        None,
+        &local_start(LONDON, 3, 12, 0),
+        1,
+    );
     let post = |body: Value, key: &'static str| {
         let system = &system;
         async move {
@@ -198,9 +233,16 @@ async fn same_idempotency_key_returns_the_same_request() {
     let conflict = post(other, "\"key-1\"").await;
     assert_eq!(conflict.status(), 422);
     let problem: Value = conflict.json().await.unwrap();
-    assert!(problem["type"].as_str().unwrap().ends_with("idempotency-key-reused"));
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("idempotency-key-reused")
+    );
 
-    let decided = system.wait_final(first["status_url"].as_str().unwrap(), DECIDED_WITHIN).await;
+    let decided = system
+        .wait_final(first["status_url"].as_str().unwrap(), DECIDED_WITHIN)
+        .await;
     assert_eq!(decided["status"], "confirmed");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM booking_requests")
         .fetch_one(&system.pool)
@@ -228,14 +270,19 @@ async fn killed_worker_loses_no_request_and_books_none_twice() {
     support::kill_hard(&mut worker);
 
     let mut worker = system.spawn_worker_process(None);
-    let decisions =
-        join_all(urls.iter().map(|u| system.wait_final(u, Duration::from_secs(60)))).await;
+    let decisions = join_all(
+        urls.iter()
+            .map(|u| system.wait_final(u, Duration::from_secs(60))),
+    )
+    .await;
     worker.kill().ok();
     worker.wait().ok();
 
     let mut by_status: HashMap<String, usize> = HashMap::new();
     for decision in &decisions {
-        *by_status.entry(decision["status"].as_str().unwrap().to_owned()).or_default() += 1;
+        *by_status
+            .entry(decision["status"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     assert_eq!(by_status.get("failed"), None, "{by_status:?}");
     let doubled: i64 = sqlx::query_scalar(
@@ -276,7 +323,10 @@ async fn wait_until_some_decided(system: &TestSystem) {
         if decided > 0 {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "the worker decided nothing");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker decided nothing"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

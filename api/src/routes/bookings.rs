@@ -36,7 +36,7 @@ pub struct CreateBooking {
 #[serde(deny_unknown_fields)]
 pub struct CustomerBody {
     #[validate(
-        length(min = 1, max = 200, message = "must be 1 to 200 characters"),
+        length(max = 200, message = "must be at most 200 characters"),
         custom(function = "not_blank")
     )]
     pub name: String,
@@ -70,8 +70,9 @@ fn rfc3339_with_offset(value: &str) -> Result<(), ValidationError> {
 
 fn not_blank(value: &str) -> Result<(), ValidationError> {
     if value.trim().is_empty() || value.chars().any(char::is_control) {
-        return Err(ValidationError::new("blank")
-            .with_message("must contain visible characters and no control characters".into()));
+        return Err(ValidationError::new("blank").with_message(
+            "must be 1 to 200 visible characters, without control characters".into(),
+        ));
     }
     Ok(())
 }

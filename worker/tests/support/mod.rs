@@ -49,11 +49,15 @@ impl TestSystem {
         let outbox = tempfile::tempdir().expect("outbox folder");
         config.outbox_dir = outbox.path().to_path_buf();
 
-        let pool = common::db::connect(&config.database_url, 5).await.expect("test database");
+        let pool = common::db::connect(&config.database_url, 5)
+            .await
+            .expect("test database");
         common::db::migrate(&pool).await.expect("migrations");
 
         let shutdown = CancellationToken::new();
-        let state = api::AppState::connect(config.clone()).await.expect("api state");
+        let state = api::AppState::connect(config.clone())
+            .await
+            .expect("api state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(api::serve(listener, state, shutdown.clone()));
@@ -72,7 +76,10 @@ impl TestSystem {
     /// Starts the worker inside the test process.
     pub fn start_worker(&mut self) {
         let token = self.shutdown.child_token();
-        let config = Config { worker_name: format!("test-worker-{}", Uuid::now_v7().simple()), ..self.config.clone() };
+        let config = Config {
+            worker_name: format!("test-worker-{}", Uuid::now_v7().simple()),
+            ..self.config.clone()
+        };
         let stop = token.clone();
         tokio::spawn(async move {
             if let Err(err) = worker::run(config, stop).await {
@@ -143,7 +150,10 @@ impl TestSystem {
             if matches!(status.as_str(), "confirmed" | "rejected" | "failed") {
                 return body;
             }
-            assert!(Instant::now() < deadline, "request still {status} after {limit:?}: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "request still {status} after {limit:?}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -156,7 +166,11 @@ impl TestSystem {
             if emails.len() >= count {
                 return emails;
             }
-            assert!(Instant::now() < deadline, "{} of {count} emails after {limit:?}", emails.len());
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} emails after {limit:?}",
+                emails.len()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -174,18 +188,28 @@ pub fn read_emails(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
     files.sort();
-    files.iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect()
+    files
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect()
 }
 
 /// Creates an empty database on the server `base_url` names and returns its URL.
 async fn fresh_database(base_url: &str) -> String {
-    let admin = common::db::connect(base_url, 1).await.expect("DATABASE_URL reachable");
+    let admin = common::db::connect(base_url, 1)
+        .await
+        .expect("DATABASE_URL reachable");
     let name = format!("test_{}", Uuid::now_v7().simple());
     // The name is ours: a fixed prefix and a UUID's hex digits.
     let create = format!("CREATE DATABASE {name}");
-    sqlx::query(sqlx::AssertSqlSafe(create)).execute(&admin).await.expect("create database");
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&admin)
+        .await
+        .expect("create database");
     admin.close().await;
-    let (server, _db) = base_url.rsplit_once('/').expect("DATABASE_URL names a database");
+    let (server, _db) = base_url
+        .rsplit_once('/')
+        .expect("DATABASE_URL names a database");
     format!("{server}/{name}")
 }
 
@@ -195,7 +219,10 @@ pub fn local_start(zone: &str, days: i64, hour: u32, minute: u32) -> String {
     let tz: chrono_tz::Tz = zone.parse().unwrap();
     let date = Utc::now().with_timezone(&tz).date_naive() + Days::days(days);
     let time = NaiveTime::from_hms_opt(hour, minute, 0).unwrap();
-    let local = tz.from_local_datetime(&date.and_time(time)).earliest().unwrap();
+    let local = tz
+        .from_local_datetime(&date.and_time(time))
+        .earliest()
+        .unwrap();
     let _ = local.weekday();
     local.fixed_offset().to_rfc3339()
 }
@@ -216,4 +243,71 @@ pub fn booking_body(service: Uuid, resource: Option<Uuid>, start: &str, n: usize
 pub fn kill_hard(child: &mut Child) {
     child.kill().expect("SIGKILL the worker");
     child.wait().expect("reap the worker");
+}
+
+/// A real SMTP server process (scripts/smtp_sink.py) that stores each message it accepts
+/// as a file, and refuses the recipients it is told to.
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    pub fn start(refuse: &[&str]) -> Self {
+        Self::start_on(0, refuse, tempfile::tempdir().expect("mail folder"))
+    }
+
+    /// Starts on a given port (0 for any), keeping mail in `dir`.
+    pub fn start_on(port: u16, refuse: &[&str], dir: tempfile::TempDir) -> Self {
+        use std::io::{BufRead, BufReader};
+        let script = std::env::var("SMTP_SINK").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/smtp_sink.py").to_owned()
+        });
+        let mut command = Command::new("/usr/bin/python3");
+        command
+            .arg(script)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--dir"])
+            .arg(dir.path());
+        for address in refuse {
+            command.args(["--refuse", address]);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("SMTP sink starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("sink output");
+        let port = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("SMTP sink did not start: {line:?}"));
+        Self { child, port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        read_emails(self.dir.path())
+    }
+
+    /// Stops the server and hands back its mail folder.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
 }

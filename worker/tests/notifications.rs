@@ -1,0 +1,205 @@
+//! Notifications through a real SMTP server process: delivery, a refused recipient that
+//! holds up nobody, retries with backoff while the server is down, and dead letters.
+//!
+//! The notifier is driven directly (`send_due`), and retry times are brought forward in
+//! the database instead of waiting for them.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{SmtpSink, TestSystem, booking_body, local_start};
+use tokio::sync::Notify;
+use worker::engine::Engine;
+use worker::notifier::{Mailer, Notifier, retry_delay};
+
+const LONDON: &str = "Europe/London";
+
+/// Books `count` distinct slots for a fresh tenant and decides them, so the outbox holds two
+/// messages per booking.
+async fn confirmed_bookings(system: &TestSystem, slug: &str, emails: &[&str]) {
+    let tenant = system.seed_tenant(slug, LONDON).await;
+    for (n, email) in emails.iter().enumerate() {
+        let start = local_start(LONDON, 2, 9 + n as u32, 0);
+        let mut body = booking_body(tenant.services[0].id, Some(tenant.resources[0]), &start, n);
+        body["customer"]["email"] = (*email).into();
+        system.book_accepted(slug, &body).await;
+    }
+    let decisions = Engine::new(system.pool.clone(), 5)
+        .drain_tenant(tenant.id)
+        .await
+        .unwrap();
+    assert_eq!(decisions.len(), emails.len());
+}
+
+fn notifier(system: &TestSystem, smtp_url: &str, max_attempts: i32) -> Notifier {
+    let mailer = Mailer::from_config(Some(smtp_url), system.outbox.path().to_path_buf()).unwrap();
+    let from = "Bookings <bookings@example.com>".parse().unwrap();
+    Notifier::new(
+        system.pool.clone(),
+        mailer,
+        from,
+        max_attempts,
+        Arc::new(Notify::new()),
+    )
+}
+
+async fn statuses(system: &TestSystem) -> Vec<(String, String, i32)> {
+    sqlx::query_as("SELECT recipient, status, attempts FROM outbox ORDER BY recipient")
+        .fetch_all(&system.pool)
+        .await
+        .unwrap()
+}
+
+async fn make_retries_due(system: &TestSystem) {
+    sqlx::query("UPDATE outbox SET next_attempt_at = now() WHERE status = 'pending'")
+        .execute(&system.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmation_reaches_customer_and_business_over_smtp() {
+    let system = TestSystem::start_without_worker().await;
+    let sink = SmtpSink::start(&[]);
+    confirmed_bookings(&system, "mailer", &["alice@example.com"]).await;
+
+    let sent = notifier(&system, &sink.url(), 5).send_due().await.unwrap();
+    assert_eq!(sent, 2);
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 2);
+    let customer = messages
+        .iter()
+        .find(|m| m.contains("X-Envelope-To: alice@example.com"))
+        .unwrap();
+    assert!(customer.contains("Subject: Your booking with Tenant mailer is confirmed"));
+    assert!(customer.contains("Message-ID: <"));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("X-Envelope-To: bookings@mailer.example"))
+    );
+    assert!(
+        statuses(&system)
+            .await
+            .iter()
+            .all(|(_, status, attempts)| status == "sent" && *attempts == 1)
+    );
+
+    // Nothing is sent twice.
+    assert_eq!(
+        notifier(&system, &sink.url(), 5).send_due().await.unwrap(),
+        0
+    );
+    assert_eq!(sink.messages().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_recipient_is_dead_lettered_and_holds_up_nobody() {
+    let system = TestSystem::start_without_worker().await;
+    let sink = SmtpSink::start(&["bounce@example.com"]);
+    confirmed_bookings(
+        &system,
+        "bouncy",
+        &["bounce@example.com", "fine@example.com"],
+    )
+    .await;
+
+    notifier(&system, &sink.url(), 5).send_due().await.unwrap();
+
+    let outcome = statuses(&system).await;
+    let dead: Vec<_> = outcome.iter().filter(|(_, s, _)| s == "dead").collect();
+    assert_eq!(dead.len(), 1, "{outcome:?}");
+    assert_eq!(dead[0].0, "bounce@example.com");
+    assert_eq!(
+        outcome.iter().filter(|(_, s, _)| s == "sent").count(),
+        3,
+        "{outcome:?}"
+    );
+    assert_eq!(sink.messages().len(), 3);
+    let error: String = sqlx::query_scalar("SELECT last_error FROM outbox WHERE status = 'dead'")
+        .fetch_one(&system.pool)
+        .await
+        .unwrap();
+    assert!(error.contains("550"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_down_means_retry_with_backoff_then_delivery() {
+    let system = TestSystem::start_without_worker().await;
+    confirmed_bookings(&system, "patient", &["wait@example.com"]).await;
+    // A port with nothing listening: take one from the OS and close it again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("smtp://127.0.0.1:{port}");
+    let notifier = notifier(&system, &url, 5);
+
+    assert_eq!(notifier.send_due().await.unwrap(), 2);
+    let waits: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM outbox
+         WHERE status = 'pending' AND attempts = 1 AND last_error IS NOT NULL",
+    )
+    .fetch_all(&system.pool)
+    .await
+    .unwrap();
+    assert_eq!(waits.len(), 2, "both messages wait for a retry");
+    assert!(waits.iter().all(|w| *w > 0.5), "{waits:?}");
+    // Not due yet: nothing is claimed.
+    assert_eq!(notifier.send_due().await.unwrap(), 0);
+
+    // The server comes back; once the retry is due, the messages go out exactly once.
+    let sink = SmtpSink::start_on(port, &[], tempfile::tempdir().unwrap());
+    make_retries_due(&system).await;
+    assert_eq!(notifier.send_due().await.unwrap(), 2);
+    assert_eq!(sink.messages().len(), 2);
+    assert!(
+        statuses(&system)
+            .await
+            .iter()
+            .all(|(_, s, attempts)| s == "sent" && *attempts == 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_dead_lettered_after_the_attempt_limit() {
+    let system = TestSystem::start_without_worker().await;
+    confirmed_bookings(&system, "hopeless", &["never@example.com"]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let notifier = notifier(&system, &format!("smtp://127.0.0.1:{port}"), 3);
+
+    for _ in 0..3 {
+        notifier.send_due().await.unwrap();
+        make_retries_due(&system).await;
+    }
+    let outcome = statuses(&system).await;
+    assert!(
+        outcome
+            .iter()
+            .all(|(_, s, attempts)| s == "dead" && *attempts == 3),
+        "{outcome:?}"
+    );
+    assert_eq!(notifier.send_due().await.unwrap(), 0);
+}
+
+#[test]
+fn retry_delays_grow_exponentially_with_jitter_and_a_cap() {
+    for attempt in 1..=6 {
+        let base = Duration::from_secs(2u64.pow(attempt as u32 - 1) * 2);
+        let delay = retry_delay(attempt);
+        assert!(
+            delay >= base && delay <= base * 2,
+            "attempt {attempt}: {delay:?} vs {base:?}"
+        );
+    }
+    assert!(retry_delay(40) <= Duration::from_secs(7200));
+    let spread: std::collections::HashSet<_> = (0..20).map(|_| retry_delay(5)).collect();
+    assert!(spread.len() > 1, "jitter spreads retries out");
+}
