@@ -104,9 +104,19 @@ fn record(decisions: &[Decision]) {
             Outcome::Rejected { reason, .. } => ("rejected", reason.as_str()),
             Outcome::Failed { .. } => ("failed", ""),
         };
-        tracing::info!(request.id = %decision.request_id, outcome, reason, "booking request decided");
-        metrics::counter!("booking_decisions_total", "outcome" => outcome, "reason" => reason)
-            .increment(1);
+        tracing::info!(
+            tenant.slug = %decision.tenant_slug,
+            request.id = %decision.request_id,
+            outcome,
+            reason,
+            "booking request decided"
+        );
+        let labels = [
+            ("tenant", decision.tenant_slug.clone()),
+            ("outcome", outcome.to_owned()),
+            ("reason", reason.to_owned()),
+        ];
+        metrics::counter!("booking_decisions_total", &labels).increment(1);
         metrics::histogram!("booking_decision_duration_seconds").record(decision.decision_seconds);
         let waited = (now - decision.accepted_at).to_std().unwrap_or_default();
         metrics::histogram!("booking_accept_to_decision_seconds").record(waited.as_secs_f64());

@@ -39,6 +39,7 @@ pub struct Engine {
 /// What happened to one request, reported after the transaction commits.
 #[derive(Debug, Clone)]
 pub struct Decision {
+    pub tenant_slug: String,
     pub request_id: Uuid,
     pub accepted_at: DateTime<Utc>,
     pub outcome: Outcome,
@@ -132,6 +133,7 @@ impl Engine {
             };
             store_outcome(&mut tx, tenant.id, request.id, &outcome).await?;
             decisions.push(Decision {
+                tenant_slug: tenant.slug.clone(),
                 request_id: request.id,
                 accepted_at: request.accepted_at,
                 outcome,

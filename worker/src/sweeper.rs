@@ -15,19 +15,27 @@ use crate::actors::TenantActors;
 /// A request open for longer than this is drained by the sweeper.
 const STALE_AFTER_SECONDS: f64 = 10.0;
 
+/// Finished jobs stay in Redis this long (for inspection), then are removed.
+const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(3600);
+/// Finished jobs are removed every this many sweeps.
+const VACUUM_EVERY_SWEEPS: u64 = 60;
+
 pub async fn run(
     pool: PgPool,
     mut redis: ConnectionManager,
-    queue: BookingQueue,
+    mut queue: BookingQueue,
     actors: TenantActors,
     every: Duration,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(every);
-    loop {
+    for sweeps in 0u64.. {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        if sweeps % VACUUM_EVERY_SWEEPS == VACUUM_EVERY_SWEEPS - 1 {
+            vacuum(&mut queue).await;
         }
         if let Err(err) = sweep(&pool, &actors).await {
             tracing::warn!(error = %err, "sweep failed");
@@ -56,6 +64,15 @@ pub async fn sweep(pool: &PgPool, actors: &TenantActors) -> sqlx::Result<usize> 
         });
     }
     Ok(tenants.len())
+}
+
+/// Removes jobs that finished long ago, so Redis does not keep every job ever queued.
+async fn vacuum(queue: &mut BookingQueue) {
+    use apalis_core::backend::Vacuum;
+    match queue.vacuum_before(KEEP_FINISHED_JOBS).await {
+        Ok(removed) => tracing::debug!(removed, "finished jobs removed from Redis"),
+        Err(err) => tracing::warn!(error = %err, "could not remove finished jobs from Redis"),
+    }
 }
 
 async fn update_gauges(pool: &PgPool, redis: &mut ConnectionManager, queue: &BookingQueue) {
