@@ -118,3 +118,48 @@ impl FromRequestParts<AppState> for CurrentTenant {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_with_host(host: &str) -> Request {
+        Request::builder()
+            .header(header::HOST, host)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+
+    #[test]
+    fn host_names_the_tenant_only_as_a_direct_subdomain() {
+        let slug = |host| host_slug(&request_with_host(host), "bookings.example");
+        assert_eq!(slug("salon.bookings.example").as_deref(), Some("salon"));
+        assert_eq!(
+            slug("Salon.Bookings.Example:8443").as_deref(),
+            Some("salon")
+        );
+        assert_eq!(slug("bookings.example"), None);
+        assert_eq!(slug("a.b.bookings.example"), None);
+        assert_eq!(slug("salon.evilbookings.example"), None);
+        assert_eq!(slug("salon.bookings.example.attacker.test"), None);
+    }
+
+    #[test]
+    fn path_prefix_is_removed_and_the_query_kept() {
+        let uri: Uri = "/t/Salon/v1/services?x=1".parse().unwrap();
+        let (slug, rest) = path_prefix(&uri).unwrap();
+        assert_eq!(slug, "salon");
+        assert_eq!(rest, "/v1/services?x=1");
+        assert_eq!(path_prefix(&"/t/salon".parse().unwrap()).unwrap().1, "/");
+        assert!(path_prefix(&"/v1/services".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn slugs_are_lowercase_labels() {
+        assert!(valid_slug("demo-london"));
+        assert!(valid_slug("a1"));
+        for bad in ["", "-a", "a-", "a.b", "../x", "a b", &"a".repeat(64)] {
+            assert!(!valid_slug(bad), "{bad:?}");
+        }
+    }
+}

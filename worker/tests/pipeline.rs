@@ -330,3 +330,90 @@ async fn wait_until_some_decided(system: &TestSystem) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_whose_job_redis_lost_is_still_decided() {
+    let system = TestSystem::start_without_worker().await;
+    let tenant = system.seed_tenant("forgotten", LONDON).await;
+    let body = booking_body(
+        tenant.services[0].id,
+        None,
+        &local_start(LONDON, 2, 10, 0),
+        1,
+    );
+    let url = system.book_accepted("forgotten", &body).await;
+
+    // Redis loses every key of this queue, as after a restart without persistence.
+    let mut redis = common::jobs::connect_redis(&system.config.redis_url)
+        .await
+        .unwrap();
+    let pattern = format!("*{}*", system.config.queue_name);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "the job was queued under {pattern}");
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // Old enough for the sweeper.
+    sqlx::query("UPDATE booking_requests SET accepted_at = now() - interval '1 minute'")
+        .execute(&system.pool)
+        .await
+        .unwrap();
+
+    let mut system = system;
+    system.start_worker();
+    let decided = system.wait_final(&url, DECIDED_WITHIN).await;
+    assert_eq!(decided["status"], "confirmed", "{decided}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_whose_decision_keeps_crashing_is_failed_and_others_proceed() {
+    let system = TestSystem::start_without_worker().await;
+    let tenant = system.seed_tenant("poison", LONDON).await;
+    let service = tenant.services[0].id;
+    let first = system
+        .book_accepted(
+            "poison",
+            &booking_body(service, None, &local_start(LONDON, 2, 10, 0), 1),
+        )
+        .await;
+    let second = system
+        .book_accepted(
+            "poison",
+            &booking_body(service, None, &local_start(LONDON, 2, 11, 0), 2),
+        )
+        .await;
+    // The first request's decision has crashed the worker as often as it is allowed to: the
+    // attempt counter, written before each decision, says so.
+    let first_id: uuid::Uuid = first.rsplit('/').next().unwrap().parse().unwrap();
+    sqlx::query("UPDATE booking_requests SET attempts = $2, status = 'processing' WHERE id = $1")
+        .bind(first_id)
+        .bind(system.config.max_decision_attempts)
+        .execute(&system.pool)
+        .await
+        .unwrap();
+
+    let engine =
+        worker::engine::Engine::new(system.pool.clone(), system.config.max_decision_attempts);
+    let decisions = engine.drain_tenant(tenant.id).await.unwrap();
+    assert_eq!(decisions.len(), 2);
+
+    let failed = system.wait_final(&first, DECIDED_WITHIN).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let confirmed = system.wait_final(&second, DECIDED_WITHIN).await;
+    assert_eq!(confirmed["status"], "confirmed", "{confirmed}");
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM booking_requests WHERE id <> $1")
+        .bind(first_id)
+        .fetch_one(&system.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts, 1,
+        "the request behind the poisoned one was charged once"
+    );
+}

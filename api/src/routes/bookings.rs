@@ -302,3 +302,32 @@ fn fingerprint(payload: &BookingRequestPayload) -> String {
     let canonical = serde_json::to_vec(payload).unwrap_or_default();
     hex::encode(Sha256::digest(canonical))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(value: &str) -> Result<Option<String>, Problem> {
+        let mut headers = HeaderMap::new();
+        headers.insert("idempotency-key", HeaderValue::from_str(value).unwrap());
+        idempotency_key(&headers)
+    }
+
+    #[test]
+    fn idempotency_key_is_a_quoted_string_or_a_bare_token() {
+        assert_eq!(key("\"abc-123\"").unwrap().as_deref(), Some("abc-123"));
+        assert_eq!(key("abc-123").unwrap().as_deref(), Some("abc-123"));
+        assert_eq!(idempotency_key(&HeaderMap::new()).unwrap(), None);
+        for bad in ["\"\"", "\"a\\\"b\"", &format!("\"{}\"", "k".repeat(256))] {
+            assert!(key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn phone_numbers_need_digits_and_plain_punctuation() {
+        assert!(phone_number("+44 20 7946 0958").is_ok());
+        assert!(phone_number("(212) 555-0100").is_ok());
+        assert!(phone_number("call me").is_err());
+        assert!(phone_number("123").is_err());
+    }
+}
