@@ -166,7 +166,7 @@ impl Problem {
 
     /// Logs `cause` once with the request id and answers 500 without its text.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(request.id = %request_id::current(), error = %cause, "request failed");
+        tracing::error!(http.request_id = %request_id::current(), error = %cause, "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -180,7 +180,7 @@ impl From<sqlx::Error> for Problem {
     fn from(err: sqlx::Error) -> Self {
         match err {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(request.id = %request_id::current(), error = %err, "database unavailable");
+                tracing::warn!(http.request_id = %request_id::current(), error = %err, "database unavailable");
                 Self::unavailable("the booking database is unavailable; retry shortly")
             }
             other => Self::internal(other),

@@ -21,7 +21,8 @@ pub async fn assign(request: Request, next: Next) -> Response {
     let id = uuid::Uuid::now_v7().to_string();
     let span = tracing::info_span!(
         "http_request",
-        request.id = %id,
+        http.request_id = %id,
+        tenant.slug = tracing::field::Empty,
         http.method = %request.method(),
     );
     let mut response = REQUEST_ID

@@ -20,7 +20,10 @@ use uuid::Uuid;
 /// At most this many HTTP requests are in flight at once.
 pub const MAX_IN_FLIGHT: usize = 32;
 /// A submission answered 429 or 503 is sent at most this many times in all.
-const MAX_SUBMIT_ATTEMPTS: u32 = 5;
+const MAX_SUBMIT_ATTEMPTS: u32 = 8;
+/// Up to this much is added to each `Retry-After` wait, so that requests refused together
+/// do not all come back in the same instant.
+const RETRY_JITTER_MS: u64 = 500;
 /// A `Retry-After` longer than this is shortened to it, so one answer cannot stall the run.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How long to wait when an answer that asks for a retry does not say how long.
@@ -72,6 +75,14 @@ pub struct Accepted {
 pub struct RequestView {
     pub request_id: Uuid,
     pub status: String,
+    /// When the api accepted the request, by the server's clock. Always sent; optional here
+    /// so that a status without it still reads (the report notes it).
+    #[serde(default)]
+    pub accepted_at: Option<DateTime<FixedOffset>>,
+    /// When the worker reached the final status, by the server's clock; sent once the
+    /// status is final.
+    #[serde(default)]
+    pub decided_at: Option<DateTime<FixedOffset>>,
     #[serde(default)]
     pub reason: Option<String>,
     #[serde(default)]
@@ -136,7 +147,8 @@ pub struct Submitted {
 #[derive(Debug, Clone)]
 pub enum Polled {
     Final {
-        view: RequestView,
+        /// Boxed: the view is far larger than the other variant.
+        view: Box<RequestView>,
         /// From the 202 to the first poll that saw the final status.
         waited: Duration,
     },
@@ -216,7 +228,10 @@ impl Api {
             Tenancy::PathPrefix => format!("/t/{slug}{route}"),
             Tenancy::Header => route.to_owned(),
         };
-        let url = self.base.join(&path).with_context(|| format!("joining {path}"))?;
+        let url = self
+            .base
+            .join(&path)
+            .with_context(|| format!("joining {path}"))?;
         let builder = self.http.request(method, url);
         Ok(match tenancy {
             Tenancy::PathPrefix => builder,
@@ -281,16 +296,27 @@ impl Api {
     }
 
     /// `GET /v1/services` naming two different tenants by path and header: the status code.
-    pub async fn conflicting_tenants(&self, path_slug: &str, header_slug: &str) -> anyhow::Result<u16> {
+    pub async fn conflicting_tenants(
+        &self,
+        path_slug: &str,
+        header_slug: &str,
+    ) -> anyhow::Result<u16> {
         let builder = self
-            .tenant_request(reqwest::Method::GET, path_slug, Tenancy::PathPrefix, "/v1/services")?
+            .tenant_request(
+                reqwest::Method::GET,
+                path_slug,
+                Tenancy::PathPrefix,
+                "/v1/services",
+            )?
             .header("X-Tenant", header_slug);
-        let reply = self.send("GET services naming two tenants", builder, None).await?;
+        let reply = self
+            .send("GET services naming two tenants", builder, None)
+            .await?;
         Ok(reply.status.as_u16())
     }
 
-    /// `POST /v1/bookings`, retried after 429 and 503 as `Retry-After` says, at most
-    /// [`MAX_SUBMIT_ATTEMPTS`] times. `permit` covers the first attempt when given.
+    /// `POST /v1/bookings`, retried after 429 and 503 as `Retry-After` says (plus a little
+    /// jitter), at most [`MAX_SUBMIT_ATTEMPTS`] times. `permit` covers the first attempt when given.
     pub async fn submit(
         &self,
         submission: &Submission,
@@ -317,7 +343,8 @@ impl Api {
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
             );
             if retryable && attempt < MAX_SUBMIT_ATTEMPTS {
-                tokio::time::sleep(reply.retry_after.unwrap_or(DEFAULT_RETRY_AFTER)).await;
+                let jitter = Duration::from_millis(rand::random_range(0..=RETRY_JITTER_MS));
+                tokio::time::sleep(reply.retry_after.unwrap_or(DEFAULT_RETRY_AFTER) + jitter).await;
                 attempt += 1;
                 continue;
             }
@@ -366,7 +393,10 @@ impl Api {
                         .with_context(|| format!("{what}: reading {}", reply.body))?;
                     if view.is_final() {
                         let waited = reply.at.saturating_duration_since(accepted_at);
-                        return Ok(Polled::Final { view, waited });
+                        return Ok(Polled::Final {
+                            view: Box::new(view),
+                            waited,
+                        });
                     }
                     last_status = view.status;
                     reply.retry_after.unwrap_or(DEFAULT_RETRY_AFTER)
@@ -407,7 +437,13 @@ fn header_text(headers: &HeaderMap, name: &str) -> String {
 /// `Retry-After` in delta-seconds, capped at [`MAX_RETRY_AFTER`]. (The api never sends the
 /// HTTP-date form; it would be treated as absent.)
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 

@@ -36,20 +36,81 @@ impl Region {
 }
 
 const FIRST_NAMES: &[&str] = &[
-    "Olivia", "Amelia", "Isla", "Noah", "Oliver", "George", "Priya", "Mohammed", "Siobhán",
-    "Zoë", "José", "Mei", "Aroha", "Lachlan", "Charlotte", "Jack", "Sofia", "Mateo", "Aisha",
-    "Kwame", "Yuki", "Liam", "Emma", "Hannah", "Ethan", "Chloe", "Ravi", "Fatima", "Lucas",
-    "Grace", "Ngaio", "Dmitri",
+    "Olivia",
+    "Amelia",
+    "Isla",
+    "Noah",
+    "Oliver",
+    "George",
+    "Priya",
+    "Mohammed",
+    "Siobhán",
+    "Zoë",
+    "José",
+    "Mei",
+    "Aroha",
+    "Lachlan",
+    "Charlotte",
+    "Jack",
+    "Sofia",
+    "Mateo",
+    "Aisha",
+    "Kwame",
+    "Yuki",
+    "Liam",
+    "Emma",
+    "Hannah",
+    "Ethan",
+    "Chloe",
+    "Ravi",
+    "Fatima",
+    "Lucas",
+    "Grace",
+    "Ngaio",
+    "Dmitri",
 ];
 
 const LAST_NAMES: &[&str] = &[
-    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Patel", "Khan", "O'Brien",
-    "Nguyen", "García", "Kowalski", "Müller", "Rossi", "Chen", "Singh", "Okafor", "Murphy",
-    "Walker", "Harris", "Martin", "Thompson", "Lee", "Kim", "Cohen", "Dubois", "Silva",
-    "Andersson", "Novak", "Tanaka", "MacDonald", "Van der Berg",
+    "Smith",
+    "Jones",
+    "Taylor",
+    "Brown",
+    "Williams",
+    "Wilson",
+    "Patel",
+    "Khan",
+    "O'Brien",
+    "Nguyen",
+    "García",
+    "Kowalski",
+    "Müller",
+    "Rossi",
+    "Chen",
+    "Singh",
+    "Okafor",
+    "Murphy",
+    "Walker",
+    "Harris",
+    "Martin",
+    "Thompson",
+    "Lee",
+    "Kim",
+    "Cohen",
+    "Dubois",
+    "Silva",
+    "Andersson",
+    "Novak",
+    "Tanaka",
+    "MacDonald",
+    "Van der Berg",
 ];
 
-const EMAIL_DOMAINS: &[&str] = &["example.com", "example.org", "example.net", "mail.example.com"];
+const EMAIL_DOMAINS: &[&str] = &[
+    "example.com",
+    "example.org",
+    "example.net",
+    "mail.example.com",
+];
 
 const NOTES: &[&str] = &[
     "First visit, please allow a few extra minutes.",
@@ -76,7 +137,11 @@ pub fn customer(rng: &mut impl Rng, region: Region) -> Customer {
     } else {
         String::new()
     };
-    let email = format!("{}.{}{suffix}@{domain}", ascii_slug(first), ascii_slug(last));
+    let email = format!(
+        "{}.{}{suffix}@{domain}",
+        ascii_slug(first),
+        ascii_slug(last)
+    );
     let phone = rng.random_bool(0.7).then(|| phone(rng, region));
     Customer {
         name: format!("{first} {last}"),

@@ -214,7 +214,9 @@ impl<'a> Planner<'a> {
         for _ in 0..mix.in_past {
             singles.push(self.in_past());
         }
-        let regular = requests.saturating_sub(planned + singles.len()).max(mix.idempotent);
+        let regular = requests
+            .saturating_sub(planned + singles.len())
+            .max(mix.idempotent);
         for _ in 0..regular {
             let request = self.regular();
             singles.push(request);
@@ -251,34 +253,14 @@ impl<'a> Planner<'a> {
     fn group(&mut self, tenant: usize, named: bool) -> Group {
         let catalogue = &self.tenants()[tenant];
         let service = self.service(tenant);
-        let mut window = Window {
-            tenant,
-            date: today(catalogue.zone),
-            from: OPENS,
-            to: OPENS,
-        };
-        // Another window when this one overlaps a kept one; past many tries, overlap it.
-        for _ in 0..200 {
-            let date = self.day_ahead(tenant, self.rng.random_range(1..=DAYS_AHEAD));
-            let minute = self.grid_minute(service.duration_minutes);
-            window = Window {
-                tenant,
-                date,
-                from: minute,
-                to: minute + duration(&service),
-            };
-            if !self.reserved.iter().any(|w| w.overlaps(&window)) {
-                break;
-            }
-        }
+        let window = self.free_window(tenant, &service, DAYS_AHEAD);
         self.reserved.push(window);
-        let (date, minute) = (window.date, window.from);
         let resource = named
             .then(|| service.resources.choose(&mut self.rng).cloned())
             .flatten();
-        let start = local(catalogue.zone, date, minute);
+        let start = local(catalogue.zone, window.date, window.from);
         let size = self.rng.random_range(5..=10);
-        let members = (0..size)
+        let members: Vec<Planned> = (0..size)
             .map(|_| {
                 let slot = Slot {
                     service_id: service.id,
@@ -304,33 +286,18 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// A request for a free-looking slot that no contested group keeps.
+    /// A request for a slot that no contested group keeps.
     fn regular(&mut self) -> Planned {
         let tenant = self.rng.random_range(0..self.tenants.len());
         let service = self.service(tenant);
-        let mut pick = || {
-            // Half the demand falls on the next three days, as it does in real life.
-            let days = if self.rng.random_bool(0.5) { 3 } else { DAYS_AHEAD };
-            let date = self.day_ahead(tenant, self.rng.random_range(1..=days));
-            let minute = self.grid_minute(service.duration_minutes);
-            let window = Window {
-                tenant,
-                date,
-                from: minute,
-                to: minute + duration(&service),
-            };
-            let free = !self.reserved.iter().any(|w| w.overlaps(&window));
-            (date, minute, free)
+        // Half the demand falls on the next three days, as it does in real life.
+        let days = if self.rng.random_bool(0.5) {
+            3
+        } else {
+            DAYS_AHEAD
         };
-        let (date, minute) = (0..100)
-            .map(|_| pick())
-            .find(|(_, _, free)| *free)
-            .map(|(date, minute, _)| (date, minute))
-            .unwrap_or_else(|| {
-                let (date, minute, _) = pick();
-                (date, minute)
-            });
-        let slot = self.slot(tenant, &service, date, minute);
+        let window = self.free_window(tenant, &service, days);
+        let slot = self.slot(tenant, &service, window.date, window.from);
         let mut request = self.well_formed(tenant, slot, Expect::Bookable);
         if self.rng.random_bool(0.2) {
             request.submission.idempotency_key = None;
@@ -353,7 +320,7 @@ impl<'a> Planner<'a> {
         } else {
             service
         };
-        let date = self.day_ahead(tenant, self.rng.random_range(1..=DAYS_AHEAD));
+        let date = self.random_day(tenant, DAYS_AHEAD);
         let slot = self.slot(tenant, &service, date, minute);
         let expect = if minute + duration(&service) <= CLOSES && minute >= OPENS {
             Expect::Bookable
@@ -368,7 +335,7 @@ impl<'a> Planner<'a> {
         let tenant = self.rng.random_range(0..self.tenants.len());
         let service = self.service(tenant);
         let minute = [10 * 60 + 10, 11 * 60 + 45, 14 * 60 + 20, 9 * 60 + 15][i % 4];
-        let date = self.day_ahead(tenant, self.rng.random_range(1..=DAYS_AHEAD));
+        let date = self.random_day(tenant, DAYS_AHEAD);
         let slot = self.slot(tenant, &service, date, minute);
         self.well_formed(tenant, slot, Expect::Rejected("outside_hours"))
     }
@@ -412,8 +379,9 @@ impl<'a> Planner<'a> {
                 body.to_string()
             }
             Invalid::MalformedJson => {
+                // Cut off half way, as a client that died mid-send would.
                 let text = body.to_string();
-                text[..text.len() / 2].to_owned()
+                text.chars().take(text.chars().count() / 2).collect()
             }
         };
         request.submission.body = bytes.into_bytes();
@@ -481,7 +449,7 @@ impl<'a> Planner<'a> {
         services
             .choose(&mut self.rng)
             .cloned()
-            .unwrap_or_else(|| services[0].clone())
+            .expect("check_catalogues: every tenant has a service")
     }
 
     fn longest_service(&self, tenant: usize) -> Option<Service> {
@@ -492,6 +460,29 @@ impl<'a> Planner<'a> {
             .cloned()
     }
 
+    /// A random window for `service` on the grid, 1 to `max_days` ahead, that overlaps no
+    /// kept window; after many tries, whatever came last.
+    fn free_window(&mut self, tenant: usize, service: &Service, max_days: u64) -> Window {
+        let mut window = self.random_window(tenant, service, max_days);
+        for _ in 0..200 {
+            if !self.reserved.iter().any(|w| w.overlaps(&window)) {
+                break;
+            }
+            window = self.random_window(tenant, service, max_days);
+        }
+        window
+    }
+
+    fn random_window(&mut self, tenant: usize, service: &Service, max_days: u64) -> Window {
+        let from = self.grid_minute(service.duration_minutes);
+        Window {
+            tenant,
+            date: self.random_day(tenant, max_days),
+            from,
+            to: from + duration(service),
+        }
+    }
+
     /// A start on the grid such that the service ends by closing time.
     fn grid_minute(&mut self, duration_minutes: i64) -> u32 {
         let length = u32::try_from(duration_minutes).unwrap_or(GRID);
@@ -500,8 +491,10 @@ impl<'a> Planner<'a> {
         OPENS + GRID * self.rng.random_range(0..=steps)
     }
 
-    fn day_ahead(&self, tenant: usize, days: u64) -> NaiveDate {
+    /// A local date 1 to `max_days` days after the tenant's today.
+    fn random_day(&mut self, tenant: usize, max_days: u64) -> NaiveDate {
         let today = today(self.tenants[tenant].zone);
+        let days = self.rng.random_range(1..=max_days);
         today.checked_add_days(Days::new(days)).unwrap_or(today)
     }
 }

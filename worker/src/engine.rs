@@ -446,7 +446,7 @@ async fn store_outcome(
     };
     sqlx::query(
         "UPDATE booking_requests
-         SET status = $3, reason = $4, detail = $5, booking_id = $6, decided_at = now()
+         SET status = $3, reason = $4, detail = $5, booking_id = $6, decided_at = clock_timestamp()
          WHERE tenant_id = $1 AND id = $2",
     )
     .bind(tenant_id)

@@ -57,8 +57,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("binding {}", config.worker_metrics_addr))?;
     tracing::info!(addr = %config.worker_metrics_addr, worker = %config.worker_name, "worker started");
 
+    // The consumer ends only at shutdown or on an error it cannot recover from; either way
+    // the rest of the worker stops with it.
+    let consumer_queue = queue.clone();
+    let consumer_actors = actors.clone();
+    let consuming = async {
+        let result =
+            consumer::run(consumer_queue, consumer_actors, &config, shutdown.clone()).await;
+        shutdown.cancel();
+        result
+    };
     let tasks = tokio::join!(
-        consumer::run(queue.clone(), actors.clone(), &config, shutdown.clone()),
+        consuming,
         notifier.run(shutdown.clone()),
         sweeper::run(
             pool.clone(),

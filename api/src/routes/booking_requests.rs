@@ -18,6 +18,11 @@ use crate::tenant::CurrentTenant;
 pub struct RequestView {
     pub request_id: Uuid,
     pub status: RequestStatus,
+    /// When the api accepted the request.
+    pub accepted_at: DateTime<Utc>,
+    /// When the worker reached the final status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,7 +70,7 @@ pub async fn find(
     id: Uuid,
 ) -> Result<Option<RequestView>, Problem> {
     let row = sqlx::query(
-        "SELECT r.id, r.status, r.reason, r.detail,
+        "SELECT r.id, r.status, r.reason, r.detail, r.accepted_at, r.decided_at,
                 b.id AS booking_id, b.service_id, b.resource_id, b.starts_at, b.ends_at,
                 b.status AS booking_status
          FROM booking_requests r
@@ -93,6 +98,8 @@ pub async fn find(
     Ok(Some(RequestView {
         request_id: row.try_get("id")?,
         status: row.try_get("status")?,
+        accepted_at: row.try_get("accepted_at")?,
+        decided_at: row.try_get("decided_at")?,
         reason: row.try_get("reason")?,
         detail: row.try_get("detail")?,
         booking,
