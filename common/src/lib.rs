@@ -7,4 +7,5 @@ pub mod domain;
 pub mod jobs;
 pub mod schedule;
 pub mod seed;
+pub mod shutdown;
 pub mod telemetry;

@@ -105,31 +105,16 @@ async fn tenant_is_resolved_from_host_header_or_path() {
         .unwrap();
     assert_eq!(agreeing.status(), 200);
 
-    let unknown = system
-        .client
-        .get(system.url("/t/nobody/v1/services"))
-        .send()
-        .await
-        .unwrap();
+    let unknown = system.get("/t/nobody/v1/services").await;
     problem(unknown, 404).await;
-    let none = system
-        .client
-        .get(system.url("/v1/services"))
-        .send()
-        .await
-        .unwrap();
+    let none = system.get("/v1/services").await;
     problem(none, 404).await;
 
     sqlx::query("UPDATE tenants SET active = false WHERE slug = 'clinic'")
         .execute(&system.pool)
         .await
         .unwrap();
-    let inactive = system
-        .client
-        .get(system.url("/t/clinic/v1/services"))
-        .send()
-        .await
-        .unwrap();
+    let inactive = system.get("/t/clinic/v1/services").await;
     problem(inactive, 404).await;
 }
 
@@ -176,11 +161,8 @@ async fn tenant_cannot_see_or_use_another_tenants_data() {
 
     // GET /v1/services: B sees only its own catalogue.
     let listed: Value = system
-        .client
-        .get(system.url("/t/tenant-b/v1/services"))
-        .send()
+        .get("/t/tenant-b/v1/services")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -443,16 +425,7 @@ async fn every_kind_of_malformed_body_gets_a_problem_with_field_errors() {
 async fn unknown_routes_methods_and_ids_are_problems_too() {
     let system = TestSystem::start_without_worker().await;
     system.seed_tenant("shop", LONDON).await;
-    problem(
-        system
-            .client
-            .get(system.url("/nowhere"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    problem(system.get("/nowhere").await, 404).await;
     problem(
         system
             .client
@@ -494,7 +467,7 @@ async fn open_request_carries_retry_after_and_security_headers_are_everywhere() 
     );
     let url = system.book_accepted("waiting", &body).await;
 
-    let response = system.client.get(system.url(&url)).send().await.unwrap();
+    let response = system.get(&url).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["retry-after"], "1");
     let status: Value = response.json().await.unwrap();
@@ -506,7 +479,7 @@ async fn open_request_carries_retry_after_and_security_headers_are_everywhere() 
         "/t/waiting/v1/services",
         url.as_str(),
     ] {
-        let response = system.client.get(system.url(path)).send().await.unwrap();
+        let response = system.get(path).await;
         let headers = response.headers();
         assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(headers["x-frame-options"], "DENY", "{path}");
@@ -546,36 +519,15 @@ async fn health_readiness_and_metrics_answer() {
         .wait_final(&url, std::time::Duration::from_secs(30))
         .await;
 
-    let live = system
-        .client
-        .get(system.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let live = system.get("/healthz").await;
     assert_eq!(live.status(), 200);
-    let ready: Value = system
-        .client
-        .get(system.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = system.get("/readyz").await.json().await.unwrap();
     assert_eq!(
         ready,
         json!({"status": "ready", "database": "up", "redis": "up"})
     );
 
-    let metrics = system
-        .client
-        .get(system.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = system.get("/metrics").await.text().await.unwrap();
     for name in [
         "http_requests_total",
         "http_request_duration_seconds_bucket",

@@ -120,6 +120,14 @@ impl TestSystem {
         format!("{}{path}", self.api_url)
     }
 
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("api answers")
+    }
+
     /// POSTs a booking for the tenant through the `/t/{slug}` prefix.
     pub async fn book(&self, slug: &str, body: &Value) -> reqwest::Response {
         self.client
@@ -143,7 +151,7 @@ impl TestSystem {
     pub async fn wait_final(&self, status_url: &str, limit: Duration) -> Value {
         let deadline = Instant::now() + limit;
         loop {
-            let response = self.client.get(self.url(status_url)).send().await.unwrap();
+            let response = self.get(status_url).await;
             assert_eq!(response.status(), 200);
             let body: Value = response.json().await.unwrap();
             let status = body["status"].as_str().unwrap().to_owned();
