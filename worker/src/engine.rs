@@ -13,7 +13,6 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use common::domain::{BookingRequestPayload, RejectReason, Tenant};
 use common::schedule::{HoursViolation, OpeningInterval, check_opening_hours};
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -60,6 +59,7 @@ pub enum Outcome {
     },
 }
 
+#[derive(sqlx::FromRow)]
 struct OpenRequest {
     id: Uuid,
     attempts: i32,
@@ -67,6 +67,7 @@ struct OpenRequest {
     accepted_at: DateTime<Utc>,
 }
 
+#[derive(sqlx::FromRow)]
 struct ServiceRules {
     name: String,
     duration_minutes: i32,
@@ -333,7 +334,7 @@ fn retried_requests_alone(open: Vec<OpenRequest>) -> Vec<OpenRequest> {
 }
 
 async fn open_requests(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Vec<OpenRequest>> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT id, attempts, payload, accepted_at FROM booking_requests
          WHERE tenant_id = $1 AND status IN ('queued', 'processing')
          ORDER BY seq LIMIT $2",
@@ -341,17 +342,7 @@ async fn open_requests(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result
     .bind(tenant_id)
     .bind(BATCH_SIZE)
     .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|row: PgRow| {
-            Ok(OpenRequest {
-                id: row.try_get("id")?,
-                attempts: row.try_get("attempts")?,
-                payload: row.try_get("payload")?,
-                accepted_at: row.try_get("accepted_at")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 async fn load_service(
@@ -359,7 +350,7 @@ async fn load_service(
     tenant_id: Uuid,
     service_id: Uuid,
 ) -> sqlx::Result<Option<ServiceRules>> {
-    let row = sqlx::query(
+    sqlx::query_as(
         "SELECT name, duration_minutes, slot_interval_minutes, buffer_before_minutes,
                 buffer_after_minutes, min_notice_minutes, max_days_ahead
          FROM services WHERE tenant_id = $1 AND id = $2 AND active",
@@ -367,19 +358,7 @@ async fn load_service(
     .bind(tenant_id)
     .bind(service_id)
     .fetch_optional(conn)
-    .await?;
-    row.map(|row| {
-        Ok(ServiceRules {
-            name: row.try_get("name")?,
-            duration_minutes: row.try_get("duration_minutes")?,
-            slot_interval_minutes: row.try_get("slot_interval_minutes")?,
-            buffer_before_minutes: row.try_get("buffer_before_minutes")?,
-            buffer_after_minutes: row.try_get("buffer_after_minutes")?,
-            min_notice_minutes: row.try_get("min_notice_minutes")?,
-            max_days_ahead: row.try_get("max_days_ahead")?,
-        })
-    })
-    .transpose()
+    .await
 }
 
 /// The resources that may take the booking: the one asked for, or every active resource

@@ -14,7 +14,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use lettre::message::{Mailbox, MultiPart, header};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -80,6 +80,7 @@ pub struct Notifier {
     wake: Arc<Notify>,
 }
 
+#[derive(sqlx::FromRow)]
 struct Claimed {
     tenant_id: Uuid,
     id: Uuid,
@@ -141,7 +142,7 @@ impl Notifier {
     }
 
     async fn claim(&self) -> sqlx::Result<Vec<Claimed>> {
-        let rows = sqlx::query(
+        sqlx::query_as(
             "UPDATE outbox o
              SET attempts = o.attempts + 1,
                  next_attempt_at = now() + make_interval(secs => $2)
@@ -156,21 +157,7 @@ impl Notifier {
         .bind(CLAIM_SIZE)
         .bind(CLAIM_LEASE_SECONDS as f64)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(Claimed {
-                    tenant_id: row.try_get("tenant_id")?,
-                    id: row.try_get("id")?,
-                    attempts: row.try_get("attempts")?,
-                    recipient: row.try_get("recipient")?,
-                    subject: row.try_get("subject")?,
-                    body_text: row.try_get("body_text")?,
-                    body_html: row.try_get("body_html")?,
-                    message_id: row.try_get("message_id")?,
-                })
-            })
-            .collect()
+        .await
     }
 
     async fn deliver(&self, message: Claimed) {
