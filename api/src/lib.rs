@@ -1,6 +1,9 @@
 //! The HTTP ingress: resolves the tenant, rate-limits, validates, stores and queues booking
 //! requests, and answers their status.
 
+pub mod admin;
+pub mod audit;
+pub mod credentials;
 pub mod json;
 pub mod problem;
 pub mod rate_limit;
@@ -89,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         );
     Router::new()
         .merge(tenant_routes)
+        .merge(admin::routes())
         .route("/healthz", get(routes::health::live))
         .route("/readyz", get(routes::health::ready))
         .route("/metrics", get(routes::health::metrics))
@@ -107,6 +111,7 @@ pub fn app(
 + tower::Service<Request, Response = Response, Error = std::convert::Infallible, Future: Send>
 + Send {
     let resolve = middleware::from_fn_with_state(state.clone(), tenant::resolve);
+    let admin_gate = middleware::from_fn_with_state(state.clone(), admin::auth::gate);
     let routes = router(state);
     let stack = tower::ServiceBuilder::new()
         .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
@@ -122,7 +127,8 @@ pub fn app(
         .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
         .layer(middleware::from_fn(request_id::assign))
         .layer(middleware::from_fn(time_limit))
-        .layer(resolve);
+        .layer(resolve)
+        .layer(admin_gate);
     stack.service(routes)
 }
 

@@ -1,0 +1,30 @@
+//! Tenant administration under `/v1/admin/...`, scoped to the tenant of the caller's
+//! credentials (see [`auth`]). Every write is audited in its own transaction.
+
+pub mod auth;
+pub mod services;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/admin/services",
+            get(services::list).post(services::create),
+        )
+        .route(
+            "/v1/admin/services/{id}",
+            get(services::show)
+                .patch(services::update)
+                .delete(services::deactivate),
+        )
+}
+
+/// Parses a path id; anything that is not a UUID names nothing, so it is a 404.
+pub fn path_id(raw: &str, what: &str) -> Result<uuid::Uuid, crate::problem::Problem> {
+    raw.parse()
+        .map_err(|_| crate::problem::Problem::not_found(format!("no such {what}")))
+}
