@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod audit;
+pub mod client_ip;
+pub mod cors;
 pub mod credentials;
 pub mod json;
 pub mod problem;
@@ -10,6 +12,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 pub mod tenant;
+pub mod trusted_host;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,10 +59,7 @@ impl AppState {
             &config.queue_name,
             config.heartbeat_interval,
         );
-        let limits = RateLimits::new(
-            config.rate_limit_bookings_per_minute,
-            config.rate_limit_reads_per_minute,
-        );
+        let limits = RateLimits::from_config(&config);
         limits.spawn_sweeper();
         Ok(Self {
             config: Arc::new(config),
@@ -103,8 +103,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The whole service as it is served: security headers, request id, timeout and tenant
-/// resolution around the routes.
+/// The whole service as it is served: security headers, request id, timeout, the host
+/// check, CORS, the client's address and tenant resolution around the routes.
 pub fn app(
     state: AppState,
 ) -> impl Clone
@@ -112,6 +112,13 @@ pub fn app(
 + Send {
     let resolve = middleware::from_fn_with_state(state.clone(), tenant::resolve);
     let admin_gate = middleware::from_fn_with_state(state.clone(), admin::auth::gate);
+    let hosts = Arc::new(trusted_host::AllowedHosts::new(&state.config.allowed_hosts));
+    let proxies = Arc::new(client_ip::TrustedProxies::new(
+        &state.config.trusted_proxies,
+    ));
+    let cors = cors::CorsPolicy::new(&state.config.cors_origins);
+    let admin_limit =
+        middleware::from_fn_with_state(state.limits.clone(), rate_limit::enforce_on_admin_paths);
     let routes = router(state);
     let stack = tower::ServiceBuilder::new()
         .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
@@ -127,7 +134,11 @@ pub fn app(
         .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
         .layer(middleware::from_fn(request_id::assign))
         .layer(middleware::from_fn(time_limit))
+        .layer(middleware::from_fn_with_state(hosts, trusted_host::check))
+        .layer(middleware::from_fn_with_state(cors, cors::apply))
+        .layer(middleware::from_fn_with_state(proxies, client_ip::resolve))
         .layer(resolve)
+        .layer(admin_limit)
         .layer(admin_gate);
     stack.service(routes)
 }

@@ -2,7 +2,7 @@
 //! the README lists them with their defaults.
 
 use std::env;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +31,17 @@ pub struct Config {
     pub rate_limit_bookings_per_minute: u32,
     pub rate_limit_reads_per_minute: u32,
     pub rate_limit_admin_per_minute: u32,
+    /// Booking creations per minute for one tenant, from all clients together.
+    pub rate_limit_tenant_bookings_per_minute: u32,
+    /// Addresses and CIDR ranges of the proxies whose `X-Forwarded-For` is believed. Each
+    /// entry is checked here so a typo stops the process at start; the api parses them.
+    pub trusted_proxies: Vec<String>,
+    /// Exact origins (`https://app.example.com`) that browsers may call the api from; empty
+    /// means no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// Host names the api answers for: `api.example.com`, or `.example.com` for any of its
+    /// subdomains. Lowercase, without ports.
+    pub allowed_hosts: Vec<String>,
     pub public_base_url: Option<String>,
     /// Unique per process, so a restarted worker never collides with its own ghost.
     pub worker_name: String,
@@ -54,11 +65,17 @@ impl Config {
         let production = app_env == AppEnv::Production;
         let database_url = required_in_production("DATABASE_URL", DEV_DATABASE_URL, production)?;
         let redis_url = required_in_production("REDIS_URL", DEV_REDIS_URL, production)?;
-        let (bookings, reads, admin) = if production {
-            (10, 100, 50)
+        let (bookings, reads, admin, tenant_bookings) = if production {
+            (10, 100, 50, 600)
         } else {
-            (600, 6000, 3000)
+            (600, 6000, 3000, 6000)
         };
+        let base_domain = var_or("BASE_DOMAIN", "localhost").to_ascii_lowercase();
+        let allowed_hosts = allowed_hosts(
+            env::var("ALLOWED_HOSTS").ok().as_deref(),
+            production,
+            &base_domain,
+        )?;
 
         Ok(Self {
             app_env,
@@ -67,7 +84,7 @@ impl Config {
             queue_name: var_or("QUEUE_NAME", "booking-requests"),
             api_addr: parse_var("API_ADDR", "127.0.0.1:8080")?,
             worker_metrics_addr: parse_var("WORKER_METRICS_ADDR", "127.0.0.1:9091")?,
-            base_domain: var_or("BASE_DOMAIN", "localhost").to_ascii_lowercase(),
+            base_domain,
             smtp_url: env::var("SMTP_URL").ok().filter(|s| !s.is_empty()),
             smtp_from: var_or("SMTP_FROM", "Bookings <bookings@localhost>"),
             outbox_dir: PathBuf::from(var_or("OUTBOX_DIR", ".data/outbox")),
@@ -83,6 +100,13 @@ impl Config {
                 "RATE_LIMIT_ADMIN_PER_MINUTE",
                 &admin.to_string(),
             )?,
+            rate_limit_tenant_bookings_per_minute: parse_var(
+                "RATE_LIMIT_TENANT_BOOKINGS_PER_MINUTE",
+                &tenant_bookings.to_string(),
+            )?,
+            trusted_proxies: trusted_proxies(env::var("TRUSTED_PROXIES").ok().as_deref())?,
+            cors_origins: cors_origins(env::var("CORS_ORIGINS").ok().as_deref())?,
+            allowed_hosts,
             public_base_url: env::var("PUBLIC_BASE_URL").ok().filter(|s| !s.is_empty()),
             worker_name: env::var("WORKER_NAME")
                 .unwrap_or_else(|_| format!("worker-{}", uuid::Uuid::now_v7().simple())),
@@ -113,5 +137,179 @@ fn required_in_production(name: &str, default: &str, production: bool) -> anyhow
         Ok(value) if !value.is_empty() => Ok(value),
         _ if production => bail!("{name} must be set when APP_ENV=production"),
         _ => Ok(default.to_owned()),
+    }
+}
+
+/// The comma-separated items of a list variable, trimmed, without empty ones.
+fn list_items(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `TRUSTED_PROXIES`: addresses (`10.0.0.7`) and CIDR ranges (`10.0.0.0/8`, `fd00::/8`).
+fn trusted_proxies(value: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let entries = list_items(value);
+    for entry in &entries {
+        if !is_address_or_range(entry) {
+            bail!("TRUSTED_PROXIES entry {entry:?} is not an IP address or CIDR range");
+        }
+    }
+    Ok(entries)
+}
+
+fn is_address_or_range(entry: &str) -> bool {
+    let Some((address, prefix)) = entry.split_once('/') else {
+        return entry.parse::<IpAddr>().is_ok();
+    };
+    let max = match address.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => 32,
+        Ok(IpAddr::V6(_)) => 128,
+        Err(_) => return false,
+    };
+    (1..=3).contains(&prefix.len())
+        && prefix.bytes().all(|b| b.is_ascii_digit())
+        && prefix.parse::<u32>().is_ok_and(|length| length <= max)
+}
+
+/// `CORS_ORIGINS`: exact origins, `scheme://host[:port]`, compared as browsers send them.
+fn cors_origins(value: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let origins: Vec<String> = list_items(value)
+        .into_iter()
+        .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
+        .collect();
+    for origin in &origins {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let valid = rest.is_some_and(|authority| {
+            !authority.is_empty()
+                && authority
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        });
+        if !valid {
+            bail!("CORS_ORIGINS entry {origin:?} is not an origin like https://app.example.com");
+        }
+    }
+    Ok(origins)
+}
+
+/// `ALLOWED_HOSTS`: required in production; in development, the loopback names and the
+/// base domain with its subdomains.
+fn allowed_hosts(
+    value: Option<&str>,
+    production: bool,
+    base_domain: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut hosts: Vec<String> = list_items(value)
+        .into_iter()
+        .map(|host| host.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    if hosts.is_empty() {
+        if production {
+            bail!("ALLOWED_HOSTS must be set when APP_ENV=production");
+        }
+        hosts = ["localhost", ".localhost", "127.0.0.1", "[::1]"]
+            .map(str::to_owned)
+            .to_vec();
+        hosts.push(base_domain.to_owned());
+        hosts.push(format!(".{base_domain}"));
+    }
+    for host in &hosts {
+        let name = host.strip_prefix('.').unwrap_or(host);
+        let bracketed_ipv6 = name
+            .strip_prefix('[')
+            .and_then(|inner| inner.strip_suffix(']'))
+            .is_some_and(|inner| inner.parse::<std::net::Ipv6Addr>().is_ok());
+        let plain_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !(bracketed_ipv6 || plain_name) {
+            bail!(
+                "ALLOWED_HOSTS entry {host:?} is not a host name (`api.example.com`, \
+                 `.example.com` for its subdomains; no port)"
+            );
+        }
+    }
+    Ok(hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_requires_allowed_hosts() {
+        let refused = allowed_hosts(None, true, "bookings.example").unwrap_err();
+        assert!(refused.to_string().contains("ALLOWED_HOSTS"));
+        assert!(allowed_hosts(Some(" , "), true, "bookings.example").is_err());
+        assert_eq!(
+            allowed_hosts(Some("API.example.com, .example.com."), true, "x").unwrap(),
+            ["api.example.com", ".example.com"]
+        );
+    }
+
+    #[test]
+    fn development_allows_loopback_and_the_base_domain() {
+        let hosts = allowed_hosts(None, false, "bookings.test").unwrap();
+        for host in [
+            "localhost",
+            ".localhost",
+            "127.0.0.1",
+            "[::1]",
+            "bookings.test",
+            ".bookings.test",
+        ] {
+            assert!(hosts.iter().any(|h| h == host), "{host} missing");
+        }
+    }
+
+    #[test]
+    fn malformed_host_entries_are_refused() {
+        for bad in ["api.example.com:8080", "*.example.com", "a/b", "[::1", "."] {
+            assert!(allowed_hosts(Some(bad), false, "x").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        assert_eq!(
+            trusted_proxies(Some("10.0.0.0/8, 192.168.1.7,fd00::/8")).unwrap(),
+            ["10.0.0.0/8", "192.168.1.7", "fd00::/8"]
+        );
+        assert!(trusted_proxies(None).unwrap().is_empty());
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "proxy.local",
+            "::/129",
+            "1.2.3.4/+8",
+        ] {
+            assert!(trusted_proxies(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        assert_eq!(
+            cors_origins(Some("https://App.example.com/, http://localhost:3000")).unwrap(),
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        for bad in [
+            "*",
+            "app.example.com",
+            "https://*.example.com",
+            "https://a.com/path",
+            "null",
+        ] {
+            assert!(cors_origins(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

@@ -319,3 +319,29 @@ impl Drop for SmtpSink {
         self.child.wait().ok();
     }
 }
+
+impl TestSystem {
+    /// A fresh database and queue and an api whose configuration `adjust` has changed; no
+    /// worker. The api that [`TestSystem::start_without_worker`] starts stays idle beside it.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut system = Self::start_without_worker().await;
+        adjust(&mut system.config);
+        let state = api::AppState::connect(system.config.clone())
+            .await
+            .expect("api state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        system.api_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(api::serve(listener, state, system.shutdown.clone()));
+        system
+    }
+}
+
+/// A client whose connections come from `local`, a loopback address such as `127.0.0.2`:
+/// the api on 127.0.0.1 sees it as another peer, so one test can play several clients.
+pub fn client_from(local: &str) -> reqwest::Client {
+    let address: std::net::IpAddr = local.parse().expect("an IP address");
+    reqwest::Client::builder()
+        .local_address(address)
+        .build()
+        .expect("client")
+}
