@@ -2,6 +2,8 @@
 //! credentials (see [`auth`]). Every write is audited in its own transaction.
 
 pub mod auth;
+pub mod bookings;
+pub mod customers;
 pub mod services;
 
 use axum::Router;
@@ -11,6 +13,16 @@ use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/v1/admin/bookings", get(bookings::list))
+        .route("/v1/admin/bookings/export.csv", get(bookings::export))
+        .route(
+            "/v1/admin/customers/export",
+            axum::routing::post(customers::export),
+        )
+        .route(
+            "/v1/admin/customers/erase",
+            axum::routing::post(customers::erase),
+        )
         .route(
             "/v1/admin/services",
             get(services::list).post(services::create),
