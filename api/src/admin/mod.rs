@@ -2,12 +2,15 @@
 //! credentials (see [`auth`]). Every write is audited in its own transaction.
 
 pub mod auth;
+pub mod blackouts;
 pub mod bookings;
 pub mod customers;
+pub mod hours;
+pub mod resources;
 pub mod services;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{delete, get, put};
 
 use crate::AppState;
 
@@ -33,6 +36,37 @@ pub fn routes() -> Router<AppState> {
                 .patch(services::update)
                 .delete(services::deactivate),
         )
+        .route(
+            "/v1/admin/resources",
+            get(resources::list).post(resources::create),
+        )
+        .route(
+            "/v1/admin/resources/{id}",
+            get(resources::show)
+                .patch(resources::update)
+                .delete(resources::deactivate),
+        )
+        .route(
+            "/v1/admin/resources/{id}/services",
+            put(resources::replace_services),
+        )
+        .route(
+            "/v1/admin/resources/{id}/hours",
+            get(hours::show).put(hours::replace),
+        )
+        .route(
+            "/v1/admin/resources/{id}/exceptions",
+            get(hours::list_exceptions),
+        )
+        .route(
+            "/v1/admin/resources/{id}/exceptions/{date}",
+            put(hours::set_exception).delete(hours::delete_exception),
+        )
+        .route(
+            "/v1/admin/blackouts",
+            get(blackouts::list).post(blackouts::create),
+        )
+        .route("/v1/admin/blackouts/{id}", delete(blackouts::delete))
 }
 
 /// Parses a path id; anything that is not a UUID names nothing, so it is a 404.
