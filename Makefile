@@ -46,6 +46,7 @@ up:
 	cargo build --release --bins
 	$(RELEASE)/api migrate
 	$(RELEASE)/api seed-demo
+	scripts/demo_keys.sh $(RELEASE)/api
 	mkdir -p "$(OUTBOX_DIR)"
 	scripts/app.sh start
 	if [[ "$(DEMO)" != 0 ]]; then $(RELEASE)/demo; fi

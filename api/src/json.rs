@@ -11,35 +11,61 @@ use crate::problem::{FieldError, Problem};
 
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// A declared length above this is refused without reading any of the body.
+const REFUSE_UNREAD_BYTES: u64 = 1024 * 1024;
+
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
-        let is_json = request
-            .headers()
+        let headers = request.headers();
+        let is_json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || mime.ends_with("+json")
-            });
-        if !is_json {
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        let encoded = headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if !is_json || encoded {
             return Err(Problem::unsupported_media_type());
+        }
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        // A body declared far beyond the limit is refused before waiting for it. One only a
+        // little over is read up to the limit, so that the client, still sending, gets to
+        // read the answer instead of a reset connection.
+        if declared.is_some_and(|length| length > REFUSE_UNREAD_BYTES) {
+            return Err(Problem::payload_too_large(MAX_BODY_BYTES));
         }
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(|_| Problem::payload_too_large(MAX_BODY_BYTES))?;
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::payload_too_large(MAX_BODY_BYTES)
+                } else {
+                    Problem::bad_request("the body could not be read")
+                }
+            })?;
         parse(&bytes).map(Json)
     }
 }
 
-/// Deserializes a body, naming the field at fault.
+/// Deserializes a body that must be exactly one JSON object, naming the field at fault.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(Problem::malformed_body(
+            "the body must be a JSON object",
+            Vec::new(),
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let field = err.path().to_string();
         let inner = err.into_inner();
         let message = describe(&inner);
@@ -53,7 +79,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
                 vec![FieldError { field, message }],
             )
         }
-    })
+    })?;
+    deserializer.end().map_err(|_| {
+        Problem::malformed_body("the body has more after its JSON object", Vec::new())
+    })?;
+    Ok(value)
 }
 
 /// serde reports a missing field at its parent's path; name the field itself.
@@ -66,12 +96,20 @@ fn missing_field_path(parent: &str, message: &str) -> Option<String> {
     })
 }
 
-/// serde's message without its line and column suffix, which means nothing to a client.
+/// serde's message in the client's terms: without its line and column suffix, and without
+/// the names of our Rust types or the wording of the libraries that parse ids and times.
 fn describe(err: &serde_json::Error) -> String {
     let text = err.to_string();
-    match text.rfind(" at line ") {
-        Some(cut) => text[..cut].to_owned(),
-        None => text,
+    let text = match text.rfind(" at line ") {
+        Some(cut) => &text[..cut],
+        None => &text,
+    };
+    if text.starts_with("UUID parsing failed") {
+        return "must be a UUID".to_owned();
+    }
+    match text.find("expected struct ") {
+        Some(at) => format!("{}expected a JSON object", &text[..at]),
+        None => text.to_owned(),
     }
 }
 

@@ -190,6 +190,37 @@ impl Problem {
     }
 }
 
+/// Response middleware: an error answer that is not already a problem document (one of
+/// axum's own rejections, say) is replaced by a problem with the same status, so that every
+/// error a client sees has the same shape and no library's wording.
+pub async fn ensure_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let title = status.canonical_reason().unwrap_or("Error");
+    let detail = match status {
+        StatusCode::BAD_REQUEST => "the request is malformed",
+        StatusCode::NOT_FOUND => "nothing here",
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not accept that method",
+        _ if status.is_client_error() => "the request cannot be served as sent",
+        _ => "something went wrong on our side; quote the request_id when reporting it",
+    };
+    let mut problem = Problem::new(status, "http-error", "Error", detail);
+    problem.title = title;
+    let mut replaced = problem.into_response();
+    for (name, value) in response.headers() {
+        if name == header::ALLOW || name == header::RETRY_AFTER {
+            replaced.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    replaced
+}
+
 impl From<sqlx::Error> for Problem {
     fn from(err: sqlx::Error) -> Self {
         match err {

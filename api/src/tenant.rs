@@ -24,6 +24,12 @@ pub enum TenantClaim {
 /// Reads every source, strips a `/t/{slug}` prefix, and leaves the claim for the
 /// [`Tenant`] extractor.
 pub async fn resolve(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    for name in [header::HOST.as_str(), "x-tenant"] {
+        if request.headers().get_all(name).iter().count() > 1 {
+            return Problem::bad_request(format!("the {name} header is given more than once"))
+                .into_response();
+        }
+    }
     let mut slugs = Vec::new();
     if let Some(slug) = host_slug(&request, &state.config.base_domain) {
         slugs.push(slug);

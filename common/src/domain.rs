@@ -53,6 +53,10 @@ pub enum RejectReason {
     UnknownResource,
     Blackout,
     CapacityFull,
+    /// A cancellation named a booking the tenant does not have.
+    UnknownBooking,
+    /// A cancellation named a booking that is no longer confirmed.
+    NotCancellable,
 }
 
 impl RejectReason {
@@ -67,6 +71,8 @@ impl RejectReason {
             Self::UnknownResource => "unknown_resource",
             Self::Blackout => "blackout",
             Self::CapacityFull => "capacity_full",
+            Self::UnknownBooking => "unknown_booking",
+            Self::NotCancellable => "not_cancellable",
         }
     }
 }

@@ -28,6 +28,17 @@ pub struct SeededTenant {
     pub resources: Vec<Uuid>,
 }
 
+/// The currency a business in this zone most likely charges in.
+fn currency_for(time_zone: &str) -> &'static str {
+    match time_zone.split('/').next() {
+        Some("America") => "USD",
+        Some("Australia") => "AUD",
+        Some("Europe") if time_zone == "Europe/London" => "GBP",
+        Some("Europe") => "EUR",
+        _ => "USD",
+    }
+}
+
 fn derived_id(slug: &str, what: &str) -> Uuid {
     Uuid::new_v5(
         &Uuid::NAMESPACE_URL,
@@ -63,13 +74,14 @@ pub async fn seed_tenant(
         sqlx::query(
             "INSERT INTO services (tenant_id, id, name, duration_minutes, slot_interval_minutes,
                                    price_minor, currency)
-             VALUES ($1, $2, $3, $4, 30, $5, 'GBP') ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, 30, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(tenant_id)
         .bind(id)
         .bind(label)
         .bind(minutes)
         .bind(i64::from(minutes) * 100)
+        .bind(currency_for(time_zone))
         .execute(&mut *tx)
         .await?;
         services.push(SeededService {

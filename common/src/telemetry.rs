@@ -6,7 +6,11 @@ use tracing_subscriber::EnvFilter;
 /// JSON logs when `LOG_FORMAT=json`, readable lines otherwise; `RUST_LOG` filters.
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a person at a terminal, never into log files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
     // A second init (tests start several apps in one process) keeps the first subscriber.
     let _ = if json {

@@ -9,14 +9,14 @@
 use std::str::FromStr;
 use std::time::Instant;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
-use common::domain::{BookingRequestPayload, RejectReason, Tenant};
+use common::domain::{BookingRequestPayload, Customer, RejectReason, Tenant};
 use common::schedule::{HoursViolation, OpeningInterval, check_opening_hours};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::messages;
+use crate::messages::{self, Event};
 
 /// How many open requests one transaction decides at most.
 const BATCH_SIZE: i64 = 32;
@@ -62,6 +62,7 @@ pub enum Outcome {
 #[derive(sqlx::FromRow)]
 struct OpenRequest {
     id: Uuid,
+    kind: String,
     attempts: i32,
     payload: serde_json::Value,
     accepted_at: DateTime<Utc>,
@@ -124,7 +125,10 @@ impl Engine {
                 }
             } else {
                 let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-                let outcome = self.decide(&mut savepoint, tenant, tz, &request).await?;
+                let outcome = match request.kind.as_str() {
+                    "cancel" => cancel(&mut savepoint, tenant, tz, &request).await?,
+                    _ => self.decide(&mut savepoint, tenant, tz, &request).await?,
+                };
                 if matches!(outcome, Outcome::Confirmed { .. }) {
                     savepoint.commit().await?;
                 } else {
@@ -189,6 +193,12 @@ impl Engine {
         if let Some(rejection) = check_notice(&service, start, Utc::now()) {
             return Ok(rejection);
         }
+        if in_blackout(conn, tenant.id, start, end).await? {
+            return Ok(reject(
+                RejectReason::Blackout,
+                "the business is closed then",
+            ));
+        }
 
         let candidates = candidate_resources(conn, tenant.id, &payload).await?;
         if candidates.is_empty() {
@@ -203,7 +213,8 @@ impl Engine {
         let mut hours_rejection = None;
         let mut any_open = false;
         for resource_id in candidates {
-            let hours = opening_hours(conn, tenant.id, resource_id).await?;
+            let local_date = start.with_timezone(&tz).date_naive();
+            let hours = opening_hours(conn, tenant.id, resource_id, local_date).await?;
             let interval = service.slot_interval_minutes.into();
             if let Err(violation) = check_opening_hours(tz, start, end, &hours, interval) {
                 hours_rejection.get_or_insert(hours_violation(violation, interval));
@@ -243,7 +254,7 @@ impl Engine {
                 Err(err) => return Err(err.into()),
             }
 
-            let booking = messages::ConfirmedBooking {
+            let booking = messages::BookingDetails {
                 booking_id,
                 service_name: &service.name,
                 start,
@@ -251,7 +262,7 @@ impl Engine {
                 customer: &payload.customer,
                 notes: payload.notes.as_deref(),
             };
-            messages::queue_confirmation(conn, tenant, tz, &booking).await?;
+            messages::queue(conn, tenant, tz, Event::Confirmed, &booking).await?;
             return Ok(Outcome::Confirmed { booking_id });
         }
 
@@ -265,6 +276,96 @@ impl Engine {
                 .unwrap_or_else(|| reject(RejectReason::OutsideHours, "outside opening hours")))
         }
     }
+}
+
+/// Cancels the booking a cancel request names. A booking is cancelled once; a cancelled
+/// booking is never revived, so its slot may already belong to someone else.
+async fn cancel(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    tz: Tz,
+    request: &OpenRequest,
+) -> Result<Outcome, EngineError> {
+    let Some(booking_id) = request.payload.get("booking_id").and_then(|v| v.as_str()) else {
+        return Ok(Outcome::Failed {
+            detail: "the stored request is unreadable".into(),
+        });
+    };
+    let Ok(booking_id) = booking_id.parse::<Uuid>() else {
+        return Ok(Outcome::Failed {
+            detail: "the stored request is unreadable".into(),
+        });
+    };
+    let cancelled: Option<CancelledBooking> = sqlx::query_as(
+        "UPDATE bookings b SET status = 'cancelled', updated_at = now()
+         FROM services s
+         WHERE b.tenant_id = $1 AND b.id = $2 AND b.status = 'confirmed'
+           AND s.tenant_id = b.tenant_id AND s.id = b.service_id
+         RETURNING s.name AS service_name, b.starts_at, b.ends_at, b.customer_name,
+                   b.customer_email, b.customer_phone, b.notes",
+    )
+    .bind(tenant.id)
+    .bind(booking_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(cancelled) = cancelled else {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM bookings WHERE tenant_id = $1 AND id = $2)",
+        )
+        .bind(tenant.id)
+        .bind(booking_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        return Ok(if exists {
+            reject(RejectReason::NotCancellable, "the booking is not confirmed")
+        } else {
+            reject(RejectReason::UnknownBooking, "no such booking")
+        });
+    };
+
+    let customer = Customer {
+        name: cancelled.customer_name,
+        email: cancelled.customer_email,
+        phone: cancelled.customer_phone,
+    };
+    let booking = messages::BookingDetails {
+        booking_id,
+        service_name: &cancelled.service_name,
+        start: cancelled.starts_at,
+        end: cancelled.ends_at,
+        customer: &customer,
+        notes: cancelled.notes.as_deref(),
+    };
+    messages::queue(conn, tenant, tz, Event::Cancelled, &booking).await?;
+    Ok(Outcome::Confirmed { booking_id })
+}
+
+#[derive(sqlx::FromRow)]
+struct CancelledBooking {
+    service_name: String,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    customer_name: String,
+    customer_email: String,
+    customer_phone: Option<String>,
+    notes: Option<String>,
+}
+
+async fn in_blackout(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM blackouts
+                        WHERE tenant_id = $1 AND starts_at < $3 AND ends_at > $2)",
+    )
+    .bind(tenant_id)
+    .bind(start)
+    .bind(end)
+    .fetch_one(conn)
+    .await
 }
 
 fn reject(reason: RejectReason, detail: &str) -> Outcome {
@@ -335,7 +436,7 @@ fn retried_requests_alone(open: Vec<OpenRequest>) -> Vec<OpenRequest> {
 
 async fn open_requests(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Vec<OpenRequest>> {
     sqlx::query_as(
-        "SELECT id, attempts, payload, accepted_at FROM booking_requests
+        "SELECT id, kind, attempts, payload, accepted_at FROM booking_requests
          WHERE tenant_id = $1 AND status IN ('queued', 'processing')
          ORDER BY seq LIMIT $2",
     )
@@ -382,29 +483,52 @@ async fn candidate_resources(
     .await
 }
 
+/// The resource's opening intervals on a local date: that date's exception when there is
+/// one (closed, or other hours), otherwise its weekly hours.
 pub async fn opening_hours(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     resource_id: Uuid,
+    date: NaiveDate,
 ) -> sqlx::Result<Vec<OpeningInterval>> {
-    let rows = sqlx::query(
-        "SELECT weekday, opens_at, closes_at FROM opening_hours
-         WHERE tenant_id = $1 AND resource_id = $2",
+    let weekday = date.weekday().number_from_monday();
+    let exception: Option<(Option<NaiveTime>, Option<NaiveTime>)> = sqlx::query_as(
+        "SELECT opens_at, closes_at FROM hours_exceptions
+         WHERE tenant_id = $1 AND resource_id = $2 AND date = $3",
     )
     .bind(tenant_id)
     .bind(resource_id)
+    .bind(date)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(exception) = exception {
+        return Ok(match exception {
+            (Some(opens), Some(closes)) => vec![OpeningInterval {
+                weekday,
+                opens,
+                closes,
+            }],
+            _ => Vec::new(),
+        });
+    }
+
+    let rows: Vec<(NaiveTime, NaiveTime)> = sqlx::query_as(
+        "SELECT opens_at, closes_at FROM opening_hours
+         WHERE tenant_id = $1 AND resource_id = $2 AND weekday = $3",
+    )
+    .bind(tenant_id)
+    .bind(resource_id)
+    .bind(weekday as i16)
     .fetch_all(conn)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            let weekday: i16 = row.try_get("weekday")?;
-            Ok(OpeningInterval {
-                weekday: weekday as u32,
-                opens: row.try_get("opens_at")?,
-                closes: row.try_get("closes_at")?,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|(opens, closes)| OpeningInterval {
+            weekday,
+            opens,
+            closes,
         })
-        .collect()
+        .collect())
 }
 
 async fn store_outcome(

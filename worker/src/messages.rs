@@ -10,13 +10,39 @@ use html_escape::encode_text as html;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub struct ConfirmedBooking<'a> {
+/// The booking a message is about.
+pub struct BookingDetails<'a> {
     pub booking_id: Uuid,
     pub service_name: &'a str,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub customer: &'a Customer,
     pub notes: Option<&'a str>,
+}
+
+/// What happened to the booking.
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    Confirmed,
+    Cancelled,
+}
+
+impl Event {
+    /// The outbox's event name; with the booking and the recipient it identifies a message.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Confirmed => "booking_confirmed",
+            Self::Cancelled => "booking_cancelled",
+        }
+    }
+
+    /// How the customer's message says it, and how the business's subject starts.
+    fn wording(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Confirmed => ("is confirmed", "New booking"),
+            Self::Cancelled => ("has been cancelled", "Cancelled booking"),
+        }
+    }
 }
 
 struct Message {
@@ -27,12 +53,13 @@ struct Message {
     html: String,
 }
 
-/// Writes the confirmation for the customer and for the business to the outbox.
-pub async fn queue_confirmation(
+/// Writes the message for the customer and the one for the business to the outbox.
+pub async fn queue(
     conn: &mut PgConnection,
     tenant: &Tenant,
     tz: Tz,
-    booking: &ConfirmedBooking<'_>,
+    event: Event,
+    booking: &BookingDetails<'_>,
 ) -> sqlx::Result<()> {
     let when = format!(
         "{} to {} ({})",
@@ -44,21 +71,22 @@ pub async fn queue_confirmation(
         tz.name()
     );
     let reference = booking.booking_id.simple().to_string();
+    let (happened, headline) = event.wording();
 
     let customer = Message {
         role: "customer",
         recipient: booking.customer.email.clone(),
-        subject: format!("Your booking with {} is confirmed", tenant.name),
+        subject: format!("Your booking with {} {happened}", tenant.name),
         text: format!(
-            "Hello {name},\n\nYour {service} with {business} is confirmed for {when}.\n\
+            "Hello {name},\n\nYour {service} with {business} on {when} {happened}.\n\
              Booking reference: {reference}\n",
             name = booking.customer.name,
             service = booking.service_name,
             business = tenant.name,
         ),
         html: format!(
-            "<p>Hello {name},</p><p>Your {service} with {business} is confirmed for \
-             <strong>{when}</strong>.</p><p>Booking reference: {reference}</p>",
+            "<p>Hello {name},</p><p>Your {service} with {business} on \
+             <strong>{when}</strong> {happened}.</p><p>Booking reference: {reference}</p>",
             name = html(&booking.customer.name),
             service = html(booking.service_name),
             business = html(&tenant.name),
@@ -70,16 +98,16 @@ pub async fn queue_confirmation(
     let business = Message {
         role: "tenant",
         recipient: tenant.contact_email.clone(),
-        subject: format!("New booking: {} on {}", booking.service_name, when),
+        subject: format!("{headline}: {} on {}", booking.service_name, when),
         text: format!(
-            "New booking {reference}\nService: {service}\nWhen: {when}\nCustomer: {name} \
+            "{headline} {reference}\nService: {service}\nWhen: {when}\nCustomer: {name} \
              <{email}>\nPhone: {phone}\nNotes: {notes}\n",
             service = booking.service_name,
             name = booking.customer.name,
             email = booking.customer.email,
         ),
         html: format!(
-            "<p>New booking {reference}</p><ul><li>Service: {service}</li><li>When: {when}</li>\
+            "<p>{headline} {reference}</p><ul><li>Service: {service}</li><li>When: {when}</li>\
              <li>Customer: {name} &lt;{email}&gt;</li><li>Phone: {phone}</li>\
              <li>Notes: {notes}</li></ul>",
             service = html(booking.service_name),
@@ -92,14 +120,7 @@ pub async fn queue_confirmation(
     };
 
     for message in [customer, business] {
-        insert_outbox(
-            conn,
-            tenant.id,
-            booking.booking_id,
-            "booking_confirmed",
-            message,
-        )
-        .await?;
+        insert_outbox(conn, tenant.id, booking.booking_id, event.name(), message).await?;
     }
     Ok(())
 }

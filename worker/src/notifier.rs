@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use lettre::message::{Mailbox, MultiPart, header};
+use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -198,7 +198,6 @@ impl Notifier {
             .to(to)
             .subject(&message.subject)
             .message_id(Some(message.message_id.clone()))
-            .header(header::ContentTransferEncoding::QuotedPrintable)
             .multipart(MultiPart::alternative_plain_html(
                 message.body_text.clone(),
                 message.body_html.clone(),

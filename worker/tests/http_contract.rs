@@ -527,16 +527,195 @@ async fn health_readiness_and_metrics_answer() {
         json!({"status": "ready", "database": "up", "redis": "up"})
     );
 
-    let metrics = system.get("/metrics").await.text().await.unwrap();
-    for name in [
+    let names = [
         "http_requests_total",
         "http_request_duration_seconds_bucket",
         "booking_requests_accepted_total",
         "booking_decisions_total",
         "booking_decision_duration_seconds_bucket",
         "booking_accept_to_decision_seconds_bucket",
-    ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics");
-    }
+    ];
+    // The worker records a decision just after committing it, so the status can be final a
+    // moment before the metrics say so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = system.get("/metrics").await.text().await.unwrap();
+        if names.iter().all(|name| metrics.contains(name)) {
+            break metrics;
+        }
+        let missing: Vec<_> = names.iter().filter(|n| !metrics.contains(**n)).collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing:?} missing from /metrics"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(metrics.contains("route=\"/v1/bookings\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_cleanly_and_nothing_is_accepted() {
+    let system = TestSystem::start_without_worker().await;
+    let tenant = system.seed_tenant("hostile", LONDON).await;
+    let good = booking_body(
+        tenant.services[0].id,
+        None,
+        &local_start(LONDON, 2, 10, 0),
+        1,
+    );
+    let with = |path: &[&str], value: Value| {
+        let mut body = good.clone();
+        let mut slot = &mut body;
+        for key in path {
+            slot = &mut slot[*key];
+        }
+        *slot = value;
+        body
+    };
+
+    let invalid: Vec<(Value, &str)> = vec![
+        (with(&["notes"], json!("a\u{0}b")), "notes"),
+        (
+            with(&["customer", "name"], json!("\u{200b}\u{200b}")),
+            "customer.name",
+        ),
+        (
+            with(&["customer", "name"], json!("a\u{0}b")),
+            "customer.name",
+        ),
+        (
+            with(&["customer", "email"], json!("a..b@example.com")),
+            "customer.email",
+        ),
+        (
+            with(&["customer", "email"], json!("ip@[127.0.0.1]")),
+            "customer.email",
+        ),
+        (
+            with(&["customer", "email"], json!("x@localhost")),
+            "customer.email",
+        ),
+        (with(&["start"], json!("2030-01-06T10:59:60Z")), "start"),
+        (
+            with(&["start"], json!("2030-01-06T13:00:00\u{2212}00:00")),
+            "start",
+        ),
+    ];
+    for (body, field) in invalid {
+        let problem = problem(system.book("hostile", &body).await, 422).await;
+        assert_eq!(field_names(&problem), [field], "{body}");
+    }
+
+    let raw = |body: String, headers: Vec<(&'static str, &'static str)>| {
+        let system = &system;
+        async move {
+            let mut request = system
+                .client
+                .post(system.url("/t/hostile/v1/bookings"))
+                .header("content-type", "application/json")
+                .body(body);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            request.send().await.unwrap()
+        }
+    };
+    let array = json!([
+        good["service_id"],
+        null,
+        good["start"],
+        ["A", "a@example.com", null],
+        null
+    ]);
+    for (body, status) in [
+        (array.to_string(), 400),
+        (format!("{good}}}}}not json"), 400),
+        (format!("{good}{good}"), 400),
+    ] {
+        let problem = problem(raw(body.clone(), vec![]).await, status).await;
+        assert!(!problem.to_string().contains("CreateBooking"), "{problem}");
+    }
+    problem(
+        raw(good.to_string(), vec![("content-encoding", "gzip")]).await,
+        415,
+    )
+    .await;
+    problem(
+        raw(good.to_string(), vec![("idempotency-key", "\"   \"")]).await,
+        422,
+    )
+    .await;
+
+    let shape = problem(
+        system
+            .book("hostile", &with(&["customer"], json!("Alice")))
+            .await,
+        400,
+    )
+    .await;
+    assert!(!shape.to_string().contains("CustomerBody"), "{shape}");
+    let bad_id = problem(
+        system
+            .book("hostile", &with(&["service_id"], json!("nope")))
+            .await,
+        400,
+    )
+    .await;
+    assert_eq!(bad_id["errors"][0]["message"], "must be a UUID");
+
+    // A body declared far too large is refused before the server waits for it.
+    let answer = raw_exchange(
+        &system.api_url,
+        "POST /t/hostile/v1/bookings HTTP/1.1\r\nHost: localhost\r\n\
+         Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+
+    // Headers that disagree with themselves.
+    let twice = system
+        .client
+        .get(system.url("/v1/services"))
+        .header("X-Tenant", "hostile")
+        .header("X-Tenant", "other")
+        .send()
+        .await
+        .unwrap();
+    problem(twice, 400).await;
+
+    // axum's own rejections come back as problems too.
+    problem(system.get("/t/hostile/v1/booking-requests/%FF").await, 400).await;
+
+    // A method the client invents does not become a metric label.
+    let custom = reqwest::Method::from_bytes(b"INVENTED").unwrap();
+    system
+        .client
+        .request(custom, system.url("/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = system.get("/metrics").await.text().await.unwrap();
+    assert!(!metrics.contains("INVENTED"));
+
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM booking_requests")
+        .fetch_one(&system.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+/// Sends raw bytes on a fresh connection and returns what the server answers first; the
+/// test fails if nothing comes back within ten seconds.
+async fn raw_exchange(api_url: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = api_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("the server answers without waiting for the body")
+        .unwrap();
+    String::from_utf8_lossy(&buffer[..read]).into_owned()
 }

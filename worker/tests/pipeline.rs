@@ -417,3 +417,65 @@ async fn request_whose_decision_keeps_crashing_is_failed_and_others_proceed() {
         "the request behind the poisoned one was charged once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blackouts_and_date_exceptions_override_the_weekly_hours() {
+    let system = TestSystem::start().await;
+    let tenant = system.seed_tenant("calendar", LONDON).await;
+    let service = tenant.services[0].id;
+    let resource = tenant.resources[0];
+    let day = |days: i64| {
+        let tz: chrono_tz::Tz = LONDON.parse().unwrap();
+        chrono::Utc::now().with_timezone(&tz).date_naive() + chrono::Duration::days(days)
+    };
+
+    // Day 3: closed by exception. Day 4: open only 18:00 to 20:00 by exception.
+    sqlx::query(
+        "INSERT INTO hours_exceptions (tenant_id, resource_id, date, opens_at, closes_at)
+         VALUES ($1, $2, $3, NULL, NULL), ($1, $2, $4, '18:00', '20:00')",
+    )
+    .bind(tenant.id)
+    .bind(resource)
+    .bind(day(3))
+    .bind(day(4))
+    .execute(&system.pool)
+    .await
+    .unwrap();
+    // Day 5: a blackout over the lunch hours.
+    let blackout_from = local_start(LONDON, 5, 12, 0);
+    let blackout_until = local_start(LONDON, 5, 14, 0);
+    sqlx::query(
+        "INSERT INTO blackouts (tenant_id, id, starts_at, ends_at, reason)
+         VALUES ($1, gen_random_uuid(), $2::timestamptz, $3::timestamptz, 'staff training')",
+    )
+    .bind(tenant.id)
+    .bind(&blackout_from)
+    .bind(&blackout_until)
+    .execute(&system.pool)
+    .await
+    .unwrap();
+
+    let cases = [
+        (3, 10, "rejected", Some("outside_hours")),
+        (4, 10, "rejected", Some("outside_hours")),
+        (4, 18, "confirmed", None),
+        (5, 12, "rejected", Some("blackout")),
+        (5, 13, "rejected", Some("blackout")),
+        (5, 14, "confirmed", None),
+        (6, 10, "confirmed", None),
+    ];
+    for (n, (days, hour, status, reason)) in cases.into_iter().enumerate() {
+        let start = local_start(LONDON, days, hour, 0);
+        let url = system
+            .book_accepted(
+                "calendar",
+                &booking_body(service, Some(resource), &start, n),
+            )
+            .await;
+        let decided = system.wait_final(&url, DECIDED_WITHIN).await;
+        assert_eq!(decided["status"], status, "{start}: {decided}");
+        if let Some(reason) = reason {
+            assert_eq!(decided["reason"], reason, "{start}: {decided}");
+        }
+    }
+}

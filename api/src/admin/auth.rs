@@ -9,9 +9,7 @@
 //! Credentials of one tenant used against another tenant answer 404, as if the tenant's
 //! data did not exist. Every failure is counted in `auth_failures_total{kind}` and audited.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -24,12 +22,13 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::audit::{self, Entry};
+use crate::client_ip::ClientIp;
 use crate::credentials;
 use crate::problem::Problem;
 use crate::tenant::TenantClaim;
 
 const MAX_FAILED_PASSWORDS: i32 = 5;
-const LOCKOUT_MINUTES: f64 = 15.0;
+const LOCKOUT_MINUTES: i32 = 15;
 
 /// Who is administering which tenant, for the handlers and the audit log.
 #[derive(Debug, Clone)]
@@ -114,8 +113,8 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     }
     let client_ip = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip().to_string());
+        .get::<ClientIp>()
+        .map(|ClientIp(ip)| ip.to_string());
     let claim = request
         .extensions()
         .get::<TenantClaim>()

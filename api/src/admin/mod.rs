@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod blackouts;
 pub mod bookings;
+pub mod cancel;
 pub mod customers;
 pub mod hours;
 pub mod resources;
@@ -29,6 +30,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/admin/services",
             get(services::list).post(services::create),
+        )
+        .route(
+            "/v1/admin/bookings/{id}/cancel",
+            axum::routing::post(cancel::cancel),
         )
         .route(
             "/v1/admin/services/{id}",

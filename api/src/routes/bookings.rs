@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, FixedOffset};
-use common::domain::{BookingRequestPayload, Customer, RequestStatus};
+use common::domain::{BookingRequestPayload, Customer, RequestStatus, Tenant};
 use common::jobs::BookingJob;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -28,7 +28,10 @@ pub struct CreateBooking {
     #[validate(nested)]
     pub customer: CustomerBody,
     #[serde(default)]
-    #[validate(length(max = 1000, message = "must be at most 1000 characters"))]
+    #[validate(
+        length(max = 1000, message = "must be at most 1000 characters"),
+        custom(function = "plain_text")
+    )]
     pub notes: Option<String>,
 }
 
@@ -41,8 +44,8 @@ pub struct CustomerBody {
     )]
     pub name: String,
     #[validate(
-        email(message = "must be a valid email address"),
-        length(max = 254, message = "must be at most 254 characters")
+        length(max = 254, message = "must be at most 254 characters"),
+        custom(function = "deliverable_email")
     )]
     pub email: String,
     #[serde(default)]
@@ -57,24 +60,58 @@ pub struct Accepted {
     pub status_url: String,
 }
 
+/// RFC 3339 with an offset, in ASCII, at a real second (a leap second names no slot).
 fn rfc3339_with_offset(value: &str) -> Result<(), ValidationError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|_| ())
-        .map_err(|_| {
-            ValidationError::new("rfc3339").with_message(
-                "must be an RFC 3339 date-time with an offset, like 2030-01-31T09:00:00+01:00"
-                    .into(),
-            )
-        })
+    let parsed = DateTime::parse_from_rfc3339(value)
+        .ok()
+        .filter(|start| value.is_ascii() && start.timestamp_subsec_nanos() < 1_000_000_000);
+    match parsed {
+        Some(_) => Ok(()),
+        None => Err(ValidationError::new("rfc3339").with_message(
+            "must be an RFC 3339 date-time with an offset, like 2030-01-31T09:00:00+01:00".into(),
+        )),
+    }
+}
+
+/// Characters that take no room on screen: controls, and the invisible format characters
+/// (zero-width spaces and joiners, direction marks, the byte-order mark).
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
 }
 
 fn not_blank(value: &str) -> Result<(), ValidationError> {
-    if value.trim().is_empty() || value.chars().any(char::is_control) {
+    let visible = value.chars().any(|c| !c.is_whitespace() && !invisible(c));
+    if !visible || value.chars().any(char::is_control) {
         return Err(ValidationError::new("blank").with_message(
             "must be 1 to 200 visible characters, without control characters".into(),
         ));
     }
     Ok(())
+}
+
+/// Free text may span lines, but holds no other control characters (NUL among them).
+fn plain_text(value: &str) -> Result<(), ValidationError> {
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ValidationError::new("control")
+            .with_message("must not contain control characters other than line breaks".into()));
+    }
+    Ok(())
+}
+
+/// An address the notifier can send to: the same parser decides here and there.
+fn deliverable_email(value: &str) -> Result<(), ValidationError> {
+    match value.parse::<lettre::Address>() {
+        Ok(address) if !address.domain().starts_with('[') && address.domain().contains('.') => {
+            Ok(())
+        }
+        _ => {
+            Err(ValidationError::new("email").with_message("must be a valid email address".into()))
+        }
+    }
 }
 
 fn phone_number(value: &str) -> Result<(), ValidationError> {
@@ -104,25 +141,42 @@ pub async fn create(
     let payload = into_payload(body)?;
     check_catalogue(&state, tenant.id, &payload).await?;
 
-    let fingerprint = fingerprint(&payload);
+    let payload = serde_json::to_value(&payload).map_err(Problem::internal)?;
+    submit(&state, &tenant, "create", idempotency_key, payload).await
+}
+
+/// Stores a booking request of the given kind and queues it for the tenant's actor: 202
+/// with the status URL. The same idempotency key with the same payload answers the
+/// original request; with another payload, 422. If the queue cannot take it, the request
+/// is withdrawn and the answer is 503.
+pub async fn submit(
+    state: &AppState,
+    tenant: &Tenant,
+    kind: &str,
+    idempotency_key: Option<String>,
+    payload: serde_json::Value,
+) -> Result<Response, Problem> {
+    let fingerprint = fingerprint(kind, &payload);
     let request_id = Uuid::now_v7();
     let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO booking_requests (tenant_id, id, idempotency_key, body_fingerprint, payload)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO booking_requests
+             (tenant_id, id, kind, idempotency_key, body_fingerprint, payload)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
          RETURNING id",
     )
     .bind(tenant.id)
     .bind(request_id)
+    .bind(kind)
     .bind(&idempotency_key)
     .bind(&fingerprint)
-    .bind(serde_json::to_value(&payload).map_err(Problem::internal)?)
+    .bind(&payload)
     .fetch_optional(&state.pool)
     .await?;
 
     let Some(request_id) = inserted else {
         return replay(
-            &state,
+            state,
             tenant.id,
             &tenant.slug,
             idempotency_key,
@@ -139,7 +193,7 @@ pub async fn create(
     let mut queue = state.queue.clone();
     if let Err(err) = common::jobs::enqueue(&mut queue, job).await {
         tracing::warn!(request.id = %request_id, error = %err, "could not queue a booking request");
-        forget(&state, tenant.id, request_id).await;
+        forget(state, tenant.id, request_id).await;
         metrics::counter!("booking_requests_refused_total", "reason" => "queue_unavailable")
             .increment(1);
         return Err(Problem::unavailable(
@@ -149,7 +203,7 @@ pub async fn create(
 
     metrics::counter!("booking_requests_accepted_total", "tenant" => tenant.slug.clone())
         .increment(1);
-    tracing::info!(request.id = %request_id, "booking request accepted");
+    tracing::info!(request.id = %request_id, request.kind = kind, "booking request accepted");
     Ok(accepted(&tenant.slug, request_id, RequestStatus::Queued))
 }
 
@@ -217,14 +271,17 @@ fn accepted(slug: &str, request_id: Uuid, status: RequestStatus) -> Response {
 
 /// Reads `Idempotency-Key` as a structured-field string (`"…"`); a bare token is accepted
 /// too. Printable ASCII, 1 to 255 characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let Some(value) = headers.get("idempotency-key") else {
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
     let invalid = || {
         Problem::validation(vec![FieldError {
             field: "Idempotency-Key".into(),
-            message: "must be a quoted string of 1 to 255 printable ASCII characters".into(),
+            message:
+                "must be given once, as a quoted string of 1 to 255 printable ASCII characters"
+                    .into(),
         }])
     };
     let raw = value.to_str().map_err(|_| invalid())?.trim();
@@ -232,10 +289,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
         .strip_prefix('"')
         .and_then(|k| k.strip_suffix('"'))
         .unwrap_or(raw);
-    let printable = key
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
-    if key.is_empty() || key.len() > 255 || !printable {
+    let acceptable = values.next().is_none()
+        && !key.trim().is_empty()
+        && key
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if key.is_empty() || key.len() > 255 || !acceptable {
         return Err(invalid());
     }
     Ok(Some(key.to_owned()))
@@ -298,9 +357,12 @@ async fn check_catalogue(
 
 /// A digest of the request as understood, so the same booking sent with different
 /// whitespace or key order is still the same request.
-fn fingerprint(payload: &BookingRequestPayload) -> String {
-    let canonical = serde_json::to_vec(payload).unwrap_or_default();
-    hex::encode(Sha256::digest(canonical))
+fn fingerprint(kind: &str, payload: &serde_json::Value) -> String {
+    let mut digest = Sha256::new();
+    digest.update(kind.as_bytes());
+    digest.update([0]);
+    digest.update(serde_json::to_vec(payload).unwrap_or_default());
+    hex::encode(digest.finalize())
 }
 
 #[cfg(test)]
