@@ -253,13 +253,15 @@ pg_up() {
     wait_for_pg "$bin"
 
     # Role and database, created once; the password is reset so a changed one is repaired.
+    # The services' role is not a superuser: superusers bypass row-level security. It may
+    # create databases (each test makes its own) and owns the one it uses.
     pg_psql "$bin" postgres <<SQL
 DO \$\$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$DB_USER') THEN
-        CREATE ROLE $DB_USER LOGIN SUPERUSER PASSWORD '$DB_PASSWORD';
+        CREATE ROLE $DB_USER LOGIN NOSUPERUSER CREATEDB PASSWORD '$DB_PASSWORD';
     ELSE
-        ALTER ROLE $DB_USER LOGIN SUPERUSER PASSWORD '$DB_PASSWORD';
+        ALTER ROLE $DB_USER LOGIN NOSUPERUSER CREATEDB PASSWORD '$DB_PASSWORD';
     END IF;
 END
 \$\$;

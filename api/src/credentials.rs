@@ -55,6 +55,7 @@ pub async fn issue_api_key(pool: &PgPool, tenant_id: Uuid, name: &str) -> sqlx::
     let prefix = format!("{KEY_PREFIX}{}", random_hex(6));
     let key = format!("{prefix}_{}", random_hex(32));
     let id = Uuid::now_v7();
+    let mut tx = common::db::tenant_tx(pool, tenant_id).await?;
     sqlx::query(
         "INSERT INTO api_keys (tenant_id, id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -63,19 +64,23 @@ pub async fn issue_api_key(pool: &PgPool, tenant_id: Uuid, name: &str) -> sqlx::
     .bind(name)
     .bind(&prefix)
     .bind(key_hash(&key))
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(IssuedKey { id, prefix, key })
 }
 
 /// Revokes a key by its prefix; returns whether a live key was revoked.
 pub async fn revoke_api_key(pool: &PgPool, prefix: &str) -> sqlx::Result<bool> {
+    // A prefix names its key in whichever tenant it belongs to.
+    let mut tx = common::db::system_tx(pool).await?;
     let revoked = sqlx::query(
         "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL",
     )
     .bind(prefix)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(revoked.rows_affected() == 1)
 }
 
@@ -124,6 +129,7 @@ pub async fn create_admin_user(
     }
     let hash = hash_password(password).map_err(anyhow::Error::msg)?;
     let id = Uuid::now_v7();
+    let mut tx = common::db::tenant_tx(pool, tenant_id).await?;
     sqlx::query(
         "INSERT INTO admin_users (tenant_id, id, username, password_hash) VALUES ($1, $2, $3, $4)",
     )
@@ -131,8 +137,9 @@ pub async fn create_admin_user(
     .bind(id)
     .bind(username)
     .bind(hash)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(id)
 }
 

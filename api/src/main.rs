@@ -226,7 +226,10 @@ async fn audit_cli(
 ) -> anyhow::Result<()> {
     let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let actor = format!("cli:{operator}");
-    let mut conn = pool.acquire().await?;
+    let mut tx = match tenant_id {
+        Some(tenant_id) => common::db::tenant_tx(pool, tenant_id).await?,
+        None => common::db::system_tx(pool).await?,
+    };
     let entry = api::audit::Entry {
         tenant_id,
         actor: &actor,
@@ -235,7 +238,8 @@ async fn audit_cli(
         client_ip: None,
         detail: serde_json::json!({}),
     };
-    api::audit::record(&mut conn, entry).await?;
+    api::audit::record(&mut tx, entry).await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
 
 use crate::domain::Tenant;
 
@@ -20,6 +21,48 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     sqlx::migrate!("../migrations").run(pool).await
 }
 
+/// Begins a transaction that sees and changes only this tenant's rows (row-level security).
+pub async fn tenant_tx(
+    pool: &PgPool,
+    tenant_id: Uuid,
+) -> sqlx::Result<Transaction<'static, Postgres>> {
+    let tx = pool.begin().await?;
+    scope_to_tenant(tx, tenant_id).await
+}
+
+/// Like [`tenant_tx`], reading from one snapshot throughout (repeatable read), for answers
+/// assembled from several queries that must agree with each other.
+pub async fn tenant_snapshot_tx(
+    pool: &PgPool,
+    tenant_id: Uuid,
+) -> sqlx::Result<Transaction<'static, Postgres>> {
+    let tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    scope_to_tenant(tx, tenant_id).await
+}
+
+async fn scope_to_tenant(
+    mut tx: Transaction<'static, Postgres>,
+    tenant_id: Uuid,
+) -> sqlx::Result<Transaction<'static, Postgres>> {
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Begins a transaction for work that spans tenants: the sweeper, the notifier, finding a
+/// key by its prefix, platform administration. Use it only where no single tenant applies.
+pub async fn system_tx(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('app.system', 'on', true)")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 pub async fn tenant_by_slug(pool: &PgPool, slug: &str) -> Result<Option<Tenant>, sqlx::Error> {
     sqlx::query_as::<_, Tenant>(
         "SELECT id, slug, name, time_zone, contact_email, active FROM tenants WHERE slug = $1",
@@ -29,7 +72,7 @@ pub async fn tenant_by_slug(pool: &PgPool, slug: &str) -> Result<Option<Tenant>,
     .await
 }
 
-pub async fn tenant_by_id(pool: &PgPool, id: uuid::Uuid) -> Result<Option<Tenant>, sqlx::Error> {
+pub async fn tenant_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Tenant>, sqlx::Error> {
     sqlx::query_as::<_, Tenant>(
         "SELECT id, slug, name, time_zone, contact_email, active FROM tenants WHERE id = $1",
     )

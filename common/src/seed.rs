@@ -54,8 +54,8 @@ pub async fn seed_tenant(
     name: &str,
     time_zone: &str,
 ) -> Result<SeededTenant, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let tenant_id = derived_id(slug, "tenant");
+    let mut tx = crate::db::tenant_tx(pool, tenant_id).await?;
     sqlx::query(
         "INSERT INTO tenants (id, slug, name, time_zone, contact_email)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",

@@ -102,7 +102,7 @@ impl Engine {
     }
 
     async fn decide_batch(&self, tenant: &Tenant, tz: Tz) -> Result<Vec<Decision>, EngineError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = common::db::tenant_tx(&self.pool, tenant.id).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant:' || $1::text, 0))")
             .bind(tenant.id)
             .execute(&mut *tx)
@@ -153,15 +153,16 @@ impl Engine {
     /// the process still counts and a request that always crashes is eventually failed.
     async fn record_attempt(&self, tenant_id: Uuid, batch: &[OpenRequest]) -> sqlx::Result<()> {
         let ids: Vec<Uuid> = batch.iter().map(|r| r.id).collect();
+        let mut tx = common::db::tenant_tx(&self.pool, tenant_id).await?;
         sqlx::query(
             "UPDATE booking_requests SET attempts = attempts + 1, status = 'processing'
              WHERE tenant_id = $1 AND id = ANY($2)",
         )
         .bind(tenant_id)
         .bind(&ids)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
     /// Decides one request. Returns an error only for database failures other than the

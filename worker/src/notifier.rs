@@ -141,8 +141,10 @@ impl Notifier {
         Ok(count)
     }
 
+    /// Claims due messages of every tenant: the notifier serves them all.
     async fn claim(&self) -> sqlx::Result<Vec<Claimed>> {
-        sqlx::query_as(
+        let mut tx = common::db::system_tx(&self.pool).await?;
+        let claimed = sqlx::query_as(
             "UPDATE outbox o
              SET attempts = o.attempts + 1,
                  next_attempt_at = now() + make_interval(secs => $2)
@@ -156,8 +158,10 @@ impl Notifier {
         )
         .bind(CLAIM_SIZE)
         .bind(CLAIM_LEASE_SECONDS as f64)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     async fn deliver(&self, message: Claimed) {
@@ -206,19 +210,21 @@ impl Notifier {
     }
 
     async fn mark_sent(&self, message: &Claimed) -> sqlx::Result<()> {
+        let mut tx = common::db::tenant_tx(&self.pool, message.tenant_id).await?;
         sqlx::query(
             "UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL
              WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
         )
         .bind(message.tenant_id)
         .bind(message.id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
     async fn mark_dead(&self, message: &Claimed, detail: &str) -> sqlx::Result<()> {
         metrics::counter!("notifications_total", "outcome" => "dead").increment(1);
+        let mut tx = common::db::tenant_tx(&self.pool, message.tenant_id).await?;
         sqlx::query(
             "UPDATE outbox SET status = 'dead', last_error = $3
              WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
@@ -226,13 +232,14 @@ impl Notifier {
         .bind(message.tenant_id)
         .bind(message.id)
         .bind(detail)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
     async fn schedule_retry(&self, message: &Claimed, detail: &str) -> sqlx::Result<()> {
         let delay = retry_delay(message.attempts);
+        let mut tx = common::db::tenant_tx(&self.pool, message.tenant_id).await?;
         sqlx::query(
             "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $3), last_error = $4
              WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
@@ -241,9 +248,9 @@ impl Notifier {
         .bind(message.id)
         .bind(delay.as_secs_f64())
         .bind(detail)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await
     }
 }
 

@@ -46,14 +46,16 @@ pub async fn run(
 
 /// Drains every tenant with a stale open request; returns how many tenants.
 pub async fn sweep(pool: &PgPool, actors: &TenantActors) -> sqlx::Result<usize> {
+    let mut tx = common::db::system_tx(pool).await?;
     let tenants: Vec<Uuid> = sqlx::query_scalar(
         "SELECT DISTINCT tenant_id FROM booking_requests
          WHERE status IN ('queued', 'processing')
            AND accepted_at < now() - make_interval(secs => $1)",
     )
     .bind(STALE_AFTER_SECONDS)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     for tenant_id in &tenants {
         let actors = actors.clone();
         let tenant_id = *tenant_id;
@@ -76,10 +78,13 @@ async fn vacuum(queue: &mut BookingQueue) {
 }
 
 async fn update_gauges(pool: &PgPool, redis: &mut ConnectionManager, queue: &BookingQueue) {
+    let Ok(mut tx) = common::db::system_tx(pool).await else {
+        return;
+    };
     let pending: Result<i64, _> = sqlx::query_scalar(
         "SELECT count(*) FROM booking_requests WHERE status IN ('queued', 'processing')",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await;
     if let Ok(pending) = pending {
         metrics::gauge!("booking_requests_pending").set(pending as f64);
@@ -88,7 +93,7 @@ async fn update_gauges(pool: &PgPool, redis: &mut ConnectionManager, queue: &Boo
         "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'dead')
          FROM outbox WHERE status <> 'sent'",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await;
     if let Ok((backlog, dead)) = outbox {
         metrics::gauge!("notification_outbox_backlog").set(backlog as f64);

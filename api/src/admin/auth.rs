@@ -39,6 +39,14 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// A transaction that sees only this tenant's rows.
+    pub async fn db(
+        &self,
+        state: &AppState,
+    ) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        common::db::tenant_tx(&state.pool, self.tenant.id).await
+    }
+
     pub fn audit<'a>(
         &'a self,
         action: &'a str,
@@ -155,9 +163,15 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     }
 }
 
+/// Writes an audit entry in its own transaction: in the tenant's rows when the entry names
+/// one, as platform work when it does not (a failure before any tenant is known).
 async fn record(state: &AppState, entry: Entry<'_>) -> sqlx::Result<()> {
-    let mut conn = state.pool.acquire().await?;
-    audit::record(&mut conn, entry).await
+    let mut tx = match entry.tenant_id {
+        Some(tenant_id) => common::db::tenant_tx(&state.pool, tenant_id).await?,
+        None => common::db::system_tx(&state.pool).await?,
+    };
+    audit::record(&mut tx, entry).await?;
+    tx.commit().await
 }
 
 async fn authenticate(
@@ -202,6 +216,8 @@ async fn by_api_key(
     let Some(prefix) = credentials::key_prefix(key) else {
         return Ok(Outcome::Refused(Failure::Malformed, None));
     };
+    // The key names its tenant, so finding it is work across tenants.
+    let mut tx = common::db::system_tx(&state.pool).await?;
     let row = sqlx::query(
         "SELECT k.key_hash, k.revoked_at IS NOT NULL AS revoked, t.id, t.slug, t.name,
                 t.time_zone, t.contact_email, t.active
@@ -209,7 +225,7 @@ async fn by_api_key(
          WHERE k.prefix = $1",
     )
     .bind(prefix)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
         return Ok(Outcome::Refused(Failure::UnknownKey, None));
@@ -228,8 +244,9 @@ async fn by_api_key(
          WHERE prefix = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
     )
     .bind(prefix)
-    .execute(&state.pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
 
     let tenant = Tenant {
         id: tenant_id,
@@ -276,7 +293,7 @@ async fn by_password(
     )
     .bind(tenant.id)
     .bind(username)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *common::db::tenant_tx(&state.pool, tenant.id).await?)
     .await?;
     let Some(user) = user else {
         verify_off_thread(password.to_owned(), credentials::decoy_hash().to_owned()).await;
@@ -288,7 +305,10 @@ async fn by_password(
     }
 
     let stored: String = user.try_get("password_hash")?;
-    if !verify_off_thread(password.to_owned(), stored).await {
+    // The password check takes tens of milliseconds, so no transaction is held across it.
+    let verified = verify_off_thread(password.to_owned(), stored).await;
+    let mut tx = common::db::tenant_tx(&state.pool, tenant.id).await?;
+    if !verified {
         sqlx::query(
             "UPDATE admin_users
              SET failed_attempts = failed_attempts + 1,
@@ -300,8 +320,9 @@ async fn by_password(
         .bind(user_id)
         .bind(MAX_FAILED_PASSWORDS)
         .bind(LOCKOUT_MINUTES)
-        .execute(&state.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         return Ok(Outcome::Refused(Failure::BadPassword, Some(tenant.id)));
     }
     sqlx::query(
@@ -310,8 +331,9 @@ async fn by_password(
     )
     .bind(tenant.id)
     .bind(user_id)
-    .execute(&state.pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Outcome::Authenticated(Admin {
         tenant,
         actor: format!("user:{username}"),

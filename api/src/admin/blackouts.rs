@@ -135,7 +135,7 @@ pub async fn list(
     .bind(admin.tenant.id)
     .bind(from)
     .bind(to)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *admin.db(&state).await?)
     .await?;
     Ok(JsonResponse(
         rows.into_iter().map(|row| in_zone(&admin, row)).collect(),
@@ -161,7 +161,7 @@ pub async fn create(
     }
 
     let id = Uuid::now_v7();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     let row: BlackoutRow = sqlx::query_as(
         "INSERT INTO blackouts (tenant_id, id, starts_at, ends_at, reason)
          VALUES ($1, $2, $3, $4, $5)
@@ -194,7 +194,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     let id = path_id(&id, "blackout")?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     let removed: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "DELETE FROM blackouts WHERE tenant_id = $1 AND id = $2 RETURNING starts_at, ends_at",
     )

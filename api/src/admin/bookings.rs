@@ -417,9 +417,10 @@ pub async fn export(
     rows.truncate(MAX_EXPORT_ROWS as usize);
     let csv = write_csv(&rows, tenant_zone(&admin)).map_err(Problem::internal)?;
 
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = admin.db(&state).await?;
     let detail = json!({ "filters": filters, "rows": rows.len(), "truncated": truncated });
     audit::record(&mut conn, admin.audit("bookings.export", None, detail)).await?;
+    conn.commit().await?;
 
     let mut response = (
         [
@@ -479,7 +480,8 @@ async fn fetch(
         .push(" ORDER BY b.starts_at, b.id LIMIT ")
         .push_bind(limit);
 
-    let rows = query.build_query_as().fetch_all(&state.pool).await?;
+    let mut tx = common::db::tenant_tx(&state.pool, tenant_id).await?;
+    let rows = query.build_query_as().fetch_all(&mut *tx).await?;
     Ok(rows)
 }
 

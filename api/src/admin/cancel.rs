@@ -28,7 +28,7 @@ pub async fn cancel(
     )
     .bind(admin.tenant.id)
     .bind(booking_id)
-    .fetch_one(&state.pool)
+    .fetch_one(&mut *admin.db(&state).await?)
     .await?;
     if !exists {
         return Err(Problem::not_found("no such booking"));
@@ -42,11 +42,12 @@ pub async fn cancel(
         json!({ "booking_id": booking_id }),
     )
     .await?;
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = admin.db(&state).await?;
     audit::record(
         &mut conn,
         admin.audit("booking.cancel", Some(booking_id.to_string()), json!({})),
     )
     .await?;
+    conn.commit().await?;
     Ok(response)
 }

@@ -136,10 +136,7 @@ pub async fn export(
     let email = body.validated()?;
 
     // One snapshot, so the three parts agree with each other.
-    let mut tx = state.pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = common::db::tenant_snapshot_tx(&state.pool, admin.tenant.id).await?;
     let export = collect(&mut tx, &admin, &email).await?;
     let detail = json!({
         "bookings": export.bookings.len(),
@@ -217,7 +214,7 @@ pub async fn erase(
     let email = body.validated()?;
     let tenant_id = admin.tenant.id;
 
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     // The worker decides a tenant's requests holding this lock (see worker/src/engine.rs);
     // taking it here means no decision copies the customer's details into a booking or a
     // message while they are being erased.

@@ -133,7 +133,7 @@ pub async fn show(
 ) -> Result<JsonResponse<WeeklyHours>, Problem> {
     let id = path_id(&id, "resource")?;
     resources::ensure_exists(&state, admin.tenant.id, id).await?;
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = admin.db(&state).await?;
     weekly_hours(&mut conn, admin.tenant.id, id)
         .await
         .map(JsonResponse)
@@ -173,7 +173,7 @@ pub async fn replace(
     let id = path_id(&id, "resource")?;
     let intervals = parse_week(&body)?;
 
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     resources::lock(&mut tx, admin.tenant.id, id).await?;
     sqlx::query("DELETE FROM opening_hours WHERE tenant_id = $1 AND resource_id = $2")
         .bind(admin.tenant.id)
@@ -271,7 +271,7 @@ pub async fn list_exceptions(
     )
     .bind(admin.tenant.id)
     .bind(id)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *admin.db(&state).await?)
     .await?;
     Ok(JsonResponse(
         rows.into_iter().map(Exception::from).collect(),
@@ -293,7 +293,7 @@ pub async fn set_exception(
     let hours = parse_day(&body)?;
     let (opens_at, closes_at) = hours.unzip();
 
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     resources::lock(&mut tx, admin.tenant.id, id).await?;
     let existed: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM hours_exceptions
@@ -349,7 +349,7 @@ pub async fn delete_exception(
     let id = path_id(&id, "resource")?;
     let date = parse_date(&date).ok_or_else(|| Problem::not_found("no such exception"))?;
 
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     resources::lock(&mut tx, admin.tenant.id, id).await?;
     let deleted = sqlx::query(
         "DELETE FROM hours_exceptions WHERE tenant_id = $1 AND resource_id = $2 AND date = $3",

@@ -69,7 +69,7 @@ pub async fn list(
         "{SELECT} WHERE r.tenant_id = $1 GROUP BY r.tenant_id, r.id ORDER BY r.name, r.id"
     )))
     .bind(admin.tenant.id)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *admin.db(&state).await?)
     .await?;
     Ok(JsonResponse(resources))
 }
@@ -81,7 +81,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Resource>, Problem> {
     let id = path_id(&id, "resource")?;
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = admin.db(&state).await?;
     find(&mut conn, admin.tenant.id, id).await.map(JsonResponse)
 }
 
@@ -113,7 +113,7 @@ pub async fn create(
     };
 
     let id = Uuid::now_v7();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     let service_ids = match &fields.service_ids {
         Some(ids) => tenant_services(&mut tx, admin.tenant.id, ids).await?,
         None => Vec::new(),
@@ -152,7 +152,7 @@ pub async fn update(
         .validate()
         .map_err(|e| Problem::validation(field_errors(&e)))?;
 
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     let changed = sqlx::query(
         "UPDATE resources SET name = COALESCE($3, name), active = COALESCE($4, active)
          WHERE tenant_id = $1 AND id = $2",
@@ -190,7 +190,7 @@ pub async fn deactivate(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     let id = path_id(&id, "resource")?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     let changed =
         sqlx::query("UPDATE resources SET active = false WHERE tenant_id = $1 AND id = $2")
             .bind(admin.tenant.id)
@@ -217,7 +217,7 @@ pub async fn replace_services(
     Json(offering): Json<Offering>,
 ) -> Result<JsonResponse<Resource>, Problem> {
     let id = path_id(&id, "resource")?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     lock(&mut tx, admin.tenant.id, id).await?;
     let service_ids = tenant_services(&mut tx, admin.tenant.id, &offering.service_ids).await?;
     replace_offering(&mut tx, admin.tenant.id, id, &service_ids).await?;
@@ -317,7 +317,7 @@ pub(super) async fn ensure_exists(
         sqlx::query_scalar("SELECT 1 FROM resources WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .fetch_optional(&state.pool)
+            .fetch_optional(&mut *common::db::tenant_tx(&state.pool, tenant_id).await?)
             .await?;
     found
         .map(|_| ())

@@ -76,7 +76,7 @@ pub async fn list(
         "SELECT {COLUMNS} FROM services WHERE tenant_id = $1 ORDER BY name, id"
     )))
     .bind(admin.tenant.id)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *admin.db(&state).await?)
     .await?;
     Ok(JsonResponse(services))
 }
@@ -97,7 +97,7 @@ async fn find(state: &AppState, tenant_id: Uuid, id: Uuid) -> Result<Service, Pr
     )))
     .bind(tenant_id)
     .bind(id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *common::db::tenant_tx(&state.pool, tenant_id).await?)
     .await?
     .ok_or_else(|| Problem::not_found("no such service"))
 }
@@ -131,7 +131,7 @@ pub async fn create(
 
     let id = Uuid::now_v7();
     let duration = fields.duration_minutes.unwrap_or(30);
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     let service: Service = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO services (tenant_id, id, name, duration_minutes, slot_interval_minutes,
              buffer_before_minutes, buffer_after_minutes, min_notice_minutes, max_days_ahead,
@@ -173,7 +173,7 @@ pub async fn update(
     fields
         .validate()
         .map_err(|e| Problem::validation(field_errors(&e)))?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     let service: Option<Service> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE services SET
              name = COALESCE($3, name),
@@ -220,7 +220,7 @@ pub async fn deactivate(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     let id = path_id(&id, "service")?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = admin.db(&state).await?;
     let changed =
         sqlx::query("UPDATE services SET active = false WHERE tenant_id = $1 AND id = $2")
             .bind(admin.tenant.id)

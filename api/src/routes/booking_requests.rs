@@ -69,6 +69,7 @@ pub async fn find(
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<RequestView>, Problem> {
+    let mut tx = common::db::tenant_tx(&state.pool, tenant_id).await?;
     let row = sqlx::query(
         "SELECT r.id, r.status, r.reason, r.detail, r.accepted_at, r.decided_at,
                 b.id AS booking_id, b.service_id, b.resource_id, b.starts_at, b.ends_at,
@@ -79,7 +80,7 @@ pub async fn find(
     )
     .bind(tenant_id)
     .bind(id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else { return Ok(None) };
 

@@ -158,6 +158,7 @@ pub async fn submit(
 ) -> Result<Response, Problem> {
     let fingerprint = fingerprint(kind, &payload);
     let request_id = Uuid::now_v7();
+    let mut tx = common::db::tenant_tx(&state.pool, tenant.id).await?;
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO booking_requests
              (tenant_id, id, kind, idempotency_key, body_fingerprint, payload)
@@ -171,8 +172,10 @@ pub async fn submit(
     .bind(&idempotency_key)
     .bind(&fingerprint)
     .bind(&payload)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    // Committed before queueing, so the worker always finds what the job names.
+    tx.commit().await?;
 
     let Some(request_id) = inserted else {
         return replay(
@@ -215,13 +218,14 @@ async fn replay(
     key: Option<String>,
     fingerprint: &str,
 ) -> Result<Response, Problem> {
+    let mut tx = common::db::tenant_tx(&state.pool, tenant_id).await?;
     let stored: Option<(Uuid, String, RequestStatus)> = sqlx::query_as(
         "SELECT id, body_fingerprint, status FROM booking_requests
          WHERE tenant_id = $1 AND idempotency_key = $2",
     )
     .bind(tenant_id)
     .bind(key)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?;
     // The first request with this key was withdrawn between our insert and this read.
     let Some((id, stored_fingerprint, status)) = stored else {
@@ -239,11 +243,16 @@ async fn replay(
 
 /// Removes a request that could not be queued, so that it was never accepted.
 async fn forget(state: &AppState, tenant_id: Uuid, request_id: Uuid) {
-    let deleted = sqlx::query("DELETE FROM booking_requests WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant_id)
-        .bind(request_id)
-        .execute(&state.pool)
-        .await;
+    let deleted = async {
+        let mut tx = common::db::tenant_tx(&state.pool, tenant_id).await?;
+        sqlx::query("DELETE FROM booking_requests WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+    .await;
     if let Err(err) = deleted {
         // Limitation: if this delete fails too, the request stays stored and the sweeper
         // still decides it, although the client was told 503.
@@ -322,6 +331,7 @@ async fn check_catalogue(
     tenant_id: Uuid,
     payload: &BookingRequestPayload,
 ) -> Result<(), Problem> {
+    let mut tx = common::db::tenant_tx(&state.pool, tenant_id).await?;
     let (service_ok, resource_ok): (bool, bool) = sqlx::query_as(
         "SELECT
             EXISTS (SELECT 1 FROM services WHERE tenant_id = $1 AND id = $2 AND active),
@@ -334,7 +344,7 @@ async fn check_catalogue(
     .bind(tenant_id)
     .bind(payload.service_id)
     .bind(payload.resource_id)
-    .fetch_one(&state.pool)
+    .fetch_one(&mut *tx)
     .await?;
     let mut errors = Vec::new();
     if !service_ok {

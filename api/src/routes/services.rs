@@ -36,6 +36,7 @@ pub async fn list(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
 ) -> Result<Json<Vec<ServiceView>>, Problem> {
+    let mut tx = common::db::tenant_tx(&state.pool, tenant.id).await?;
     let rows = sqlx::query(
         "SELECT s.id, s.name, s.duration_minutes, s.price_minor, s.currency,
                 COALESCE(json_agg(json_build_object('id', r.id, 'name', r.name)
@@ -48,7 +49,7 @@ pub async fn list(
          ORDER BY s.name, s.id",
     )
     .bind(tenant.id)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *tx)
     .await?;
 
     let services = rows

@@ -49,9 +49,7 @@ impl TestSystem {
         let outbox = tempfile::tempdir().expect("outbox folder");
         config.outbox_dir = outbox.path().to_path_buf();
 
-        let pool = common::db::connect(&config.database_url, 5)
-            .await
-            .expect("test database");
+        let pool = inspection_pool(&config.database_url).await;
         common::db::migrate(&pool).await.expect("migrations");
 
         let shutdown = CancellationToken::new();
@@ -200,6 +198,23 @@ pub fn read_emails(dir: &Path) -> Vec<String> {
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .collect()
+}
+
+/// The tests' own view of the database: it sees every tenant's rows (as platform work), so
+/// assertions can look anywhere. The api and worker under test use their own pools, which
+/// see only what their tenant context allows.
+async fn inspection_pool(database_url: &str) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(5)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET app.system = 'on'").execute(conn).await?;
+                Ok(())
+            })
+        })
+        .connect(database_url)
+        .await
+        .expect("test database")
 }
 
 /// Creates an empty database on the server `base_url` names and returns its URL.
