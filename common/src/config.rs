@@ -65,6 +65,10 @@ impl Config {
         let production = app_env == AppEnv::Production;
         let database_url = required_in_production("DATABASE_URL", DEV_DATABASE_URL, production)?;
         let redis_url = required_in_production("REDIS_URL", DEV_REDIS_URL, production)?;
+        let smtp_url = env::var("SMTP_URL").ok().filter(|s| !s.is_empty());
+        if production {
+            check_production_secrets(&database_url, &redis_url, smtp_url.as_deref())?;
+        }
         let (bookings, reads, admin, tenant_bookings) = if production {
             (10, 100, 50, 600)
         } else {
@@ -85,7 +89,7 @@ impl Config {
             api_addr: parse_var("API_ADDR", "127.0.0.1:8080")?,
             worker_metrics_addr: parse_var("WORKER_METRICS_ADDR", "127.0.0.1:9091")?,
             base_domain,
-            smtp_url: env::var("SMTP_URL").ok().filter(|s| !s.is_empty()),
+            smtp_url,
             smtp_from: var_or("SMTP_FROM", "Bookings <bookings@localhost>"),
             outbox_dir: PathBuf::from(var_or("OUTBOX_DIR", ".data/outbox")),
             rate_limit_bookings_per_minute: parse_var(
@@ -115,6 +119,49 @@ impl Config {
             notification_max_attempts: parse_var("NOTIFICATION_MAX_ATTEMPTS", "8")?,
             heartbeat_interval: Duration::from_secs(parse_var("WORKER_HEARTBEAT_SECONDS", "2")?),
         })
+    }
+}
+
+/// Passwords that ship with this project or with the servers' packages: never in production.
+const DEFAULT_PASSWORDS: [&str; 6] = [
+    "booking", "postgres", "password", "secret", "changeme", "redis",
+];
+
+/// Production refuses to start on a development setup: default or missing passwords for
+/// PostgreSQL and Redis, PostgreSQL without TLS, or no SMTP server (messages would only be
+/// written to a local folder).
+pub fn check_production_secrets(
+    database_url: &str,
+    redis_url: &str,
+    smtp_url: Option<&str>,
+) -> anyhow::Result<()> {
+    let database = url::Url::parse(database_url).context("DATABASE_URL is not a URL")?;
+    check_password("DATABASE_URL", &database)?;
+    let ssl_mode = database
+        .query_pairs()
+        .find(|(key, _)| key == "sslmode")
+        .map(|(_, value)| value.into_owned());
+    if !matches!(
+        ssl_mode.as_deref(),
+        Some("require" | "verify-ca" | "verify-full")
+    ) {
+        bail!("DATABASE_URL must require TLS in production: add sslmode=verify-full (or require)");
+    }
+    let redis = url::Url::parse(redis_url).context("REDIS_URL is not a URL")?;
+    check_password("REDIS_URL", &redis)?;
+    if smtp_url.is_none() {
+        bail!("SMTP_URL must be set in production; without it messages only reach a local folder");
+    }
+    Ok(())
+}
+
+fn check_password(name: &str, url: &url::Url) -> anyhow::Result<()> {
+    match url.password() {
+        None | Some("") => bail!("{name} must carry a password in production"),
+        Some(password) if DEFAULT_PASSWORDS.contains(&password.to_ascii_lowercase().as_str()) => {
+            bail!("{name} uses a default password; set a real secret for production")
+        }
+        Some(_) => Ok(()),
     }
 }
 
@@ -243,6 +290,30 @@ fn allowed_hosts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn production_refuses_default_secrets_and_plain_database_connections() {
+        let good_db = "postgres://app:s3cret-Long@db.internal/booking?sslmode=verify-full";
+        let good_redis = "redis://:an0ther-secret@redis.internal:6379";
+        let smtp = Some("smtps://mailer:pw@smtp.example.com");
+        assert!(check_production_secrets(good_db, good_redis, smtp).is_ok());
+
+        let refused = |db: &str, redis: &str, smtp: Option<&str>| {
+            check_production_secrets(db, redis, smtp)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(super::DEV_DATABASE_URL, good_redis, smtp).contains("DATABASE_URL"));
+        let no_tls = "postgres://app:s3cret-Long@db.internal/booking";
+        assert!(refused(no_tls, good_redis, smtp).contains("sslmode"));
+        let weak_tls = "postgres://app:s3cret-Long@db.internal/booking?sslmode=prefer";
+        assert!(refused(weak_tls, good_redis, smtp).contains("sslmode"));
+        let no_password = "postgres://app@db.internal/booking?sslmode=require";
+        assert!(refused(no_password, good_redis, smtp).contains("password"));
+        assert!(refused(good_db, super::DEV_REDIS_URL, smtp).contains("REDIS_URL"));
+        assert!(refused(good_db, "redis://:redis@r", smtp).contains("default password"));
+        assert!(refused(good_db, good_redis, None).contains("SMTP_URL"));
+    }
 
     #[test]
     fn production_requires_allowed_hosts() {
