@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::handler::Handler;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Router, ServiceExt};
 use common::config::Config;
 use common::jobs::BookingQueue;
@@ -72,30 +73,103 @@ impl AppState {
     }
 }
 
-/// The routes, with per-route middleware. Tenant resolution and the security headers wrap
-/// this in [`serve`], because the `/t/{slug}` prefix must be removed before routing.
+/// One path the api serves: the methods it answers there, with their handlers, and the
+/// rate-limit class enforced on it by a `route_layer` (admin paths have none here: they are
+/// limited before routing, see [`app`]). Each method is declared once, in [`Route::on`],
+/// which both routes it and records it, so [`route_table`] is the one list of what is served.
+pub struct Route {
+    pub path: &'static str,
+    /// The methods declared for the path. axum answers `HEAD` wherever `GET` is declared.
+    pub methods: Vec<Method>,
+    pub class: Option<RouteClass>,
+    handlers: MethodRouter<AppState>,
+}
+
+impl Route {
+    pub fn new(path: &'static str) -> Self {
+        Self {
+            path,
+            methods: Vec::new(),
+            class: None,
+            handlers: MethodRouter::new(),
+        }
+    }
+
+    /// Rate-limits every method of the path under `class`.
+    pub fn limited(self, class: RouteClass) -> Self {
+        Self {
+            class: Some(class),
+            ..self
+        }
+    }
+
+    /// Answers `method` with `handler`.
+    #[track_caller]
+    pub fn on<H, T>(mut self, method: Method, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes");
+        self.handlers = self.handlers.on(filter, handler);
+        self.methods.push(method);
+        self
+    }
+}
+
+/// Every route the api serves: the tenant's public routes, the admin routes and the
+/// operational ones. [`router`] is built from this table and nothing else, so a route added
+/// anywhere else would not be served.
+pub fn route_table() -> Vec<Route> {
+    let mut table = vec![
+        Route::new("/v1/bookings")
+            .limited(RouteClass::Bookings)
+            .on(Method::POST, routes::bookings::create),
+        Route::new("/v1/services")
+            .limited(RouteClass::Reads)
+            .on(Method::GET, routes::services::list),
+        Route::new("/v1/booking-requests/{id}")
+            .limited(RouteClass::Reads)
+            .on(Method::GET, routes::booking_requests::show),
+    ];
+    table.extend(admin::routes());
+    table.extend([
+        Route::new("/healthz").on(Method::GET, routes::health::live),
+        Route::new("/readyz").on(Method::GET, routes::health::ready),
+        Route::new("/metrics").on(Method::GET, routes::health::metrics),
+    ]);
+    table
+}
+
+/// The (method, path template) pairs the router serves, in table order; for tests that must
+/// cover every route.
+pub fn served_routes() -> Vec<(Method, &'static str)> {
+    route_table()
+        .iter()
+        .flat_map(|route| {
+            route
+                .methods
+                .iter()
+                .map(move |method| (method.clone(), route.path))
+        })
+        .collect()
+}
+
+/// The routes of [`route_table`], with per-route middleware. Tenant resolution and the
+/// security headers wrap this in [`serve`], because the `/t/{slug}` prefix must be removed
+/// before routing.
 pub fn router(state: AppState) -> Router {
     let limited =
         |class| middleware::from_fn_with_state((state.limits.clone(), class), rate_limit::enforce);
-    let tenant_routes = Router::new()
-        .route(
-            "/v1/bookings",
-            post(routes::bookings::create).route_layer(limited(RouteClass::Bookings)),
-        )
-        .route(
-            "/v1/services",
-            get(routes::services::list).route_layer(limited(RouteClass::Reads)),
-        )
-        .route(
-            "/v1/booking-requests/{id}",
-            get(routes::booking_requests::show).route_layer(limited(RouteClass::Reads)),
-        );
-    Router::new()
-        .merge(tenant_routes)
-        .merge(admin::routes())
-        .route("/healthz", get(routes::health::live))
-        .route("/readyz", get(routes::health::ready))
-        .route("/metrics", get(routes::health::metrics))
+    route_table()
+        .into_iter()
+        .fold(Router::new(), |router, route| {
+            let handlers = match route.class {
+                Some(class) => route.handlers.route_layer(limited(class)),
+                None => route.handlers,
+            };
+            router.route(route.path, handlers)
+        })
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .layer(middleware::map_response(problem::ensure_problem))

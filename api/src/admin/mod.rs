@@ -10,68 +10,46 @@ pub mod hours;
 pub mod resources;
 pub mod services;
 
-use axum::Router;
-use axum::routing::{delete, get, put};
+use crate::Route;
 
-use crate::AppState;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/bookings", get(bookings::list))
-        .route("/v1/admin/bookings/export.csv", get(bookings::export))
-        .route(
-            "/v1/admin/customers/export",
-            axum::routing::post(customers::export),
-        )
-        .route(
-            "/v1/admin/customers/erase",
-            axum::routing::post(customers::erase),
-        )
-        .route(
-            "/v1/admin/services",
-            get(services::list).post(services::create),
-        )
-        .route(
-            "/v1/admin/bookings/{id}/cancel",
-            axum::routing::post(cancel::cancel),
-        )
-        .route(
-            "/v1/admin/services/{id}",
-            get(services::show)
-                .patch(services::update)
-                .delete(services::deactivate),
-        )
-        .route(
-            "/v1/admin/resources",
-            get(resources::list).post(resources::create),
-        )
-        .route(
-            "/v1/admin/resources/{id}",
-            get(resources::show)
-                .patch(resources::update)
-                .delete(resources::deactivate),
-        )
-        .route(
-            "/v1/admin/resources/{id}/services",
-            put(resources::replace_services),
-        )
-        .route(
-            "/v1/admin/resources/{id}/hours",
-            get(hours::show).put(hours::replace),
-        )
-        .route(
-            "/v1/admin/resources/{id}/exceptions",
-            get(hours::list_exceptions),
-        )
-        .route(
-            "/v1/admin/resources/{id}/exceptions/{date}",
-            put(hours::set_exception).delete(hours::delete_exception),
-        )
-        .route(
-            "/v1/admin/blackouts",
-            get(blackouts::list).post(blackouts::create),
-        )
-        .route("/v1/admin/blackouts/{id}", delete(blackouts::delete))
+/// The admin routes, for [`crate::route_table`]. They carry no rate-limit class: every
+/// `/v1/admin/...` path is authenticated and limited before routing.
+pub fn routes() -> Vec<Route> {
+    use axum::http::Method;
+    vec![
+        Route::new("/v1/admin/bookings").on(Method::GET, bookings::list),
+        Route::new("/v1/admin/bookings/export.csv").on(Method::GET, bookings::export),
+        Route::new("/v1/admin/customers/export").on(Method::POST, customers::export),
+        Route::new("/v1/admin/customers/erase").on(Method::POST, customers::erase),
+        Route::new("/v1/admin/services")
+            .on(Method::GET, services::list)
+            .on(Method::POST, services::create),
+        Route::new("/v1/admin/bookings/{id}/cancel").on(Method::POST, cancel::cancel),
+        Route::new("/v1/admin/services/{id}")
+            .on(Method::GET, services::show)
+            .on(Method::PATCH, services::update)
+            .on(Method::DELETE, services::deactivate),
+        Route::new("/v1/admin/resources")
+            .on(Method::GET, resources::list)
+            .on(Method::POST, resources::create),
+        Route::new("/v1/admin/resources/{id}")
+            .on(Method::GET, resources::show)
+            .on(Method::PATCH, resources::update)
+            .on(Method::DELETE, resources::deactivate),
+        Route::new("/v1/admin/resources/{id}/services")
+            .on(Method::PUT, resources::replace_services),
+        Route::new("/v1/admin/resources/{id}/hours")
+            .on(Method::GET, hours::show)
+            .on(Method::PUT, hours::replace),
+        Route::new("/v1/admin/resources/{id}/exceptions").on(Method::GET, hours::list_exceptions),
+        Route::new("/v1/admin/resources/{id}/exceptions/{date}")
+            .on(Method::PUT, hours::set_exception)
+            .on(Method::DELETE, hours::delete_exception),
+        Route::new("/v1/admin/blackouts")
+            .on(Method::GET, blackouts::list)
+            .on(Method::POST, blackouts::create),
+        Route::new("/v1/admin/blackouts/{id}").on(Method::DELETE, blackouts::delete),
+    ]
 }
 
 /// Parses a path id; anything that is not a UUID names nothing, so it is a 404.
