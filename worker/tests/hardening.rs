@@ -402,3 +402,28 @@ async fn a_host_not_allowed_is_refused_while_probes_answer() {
     // The address the tests call the api on.
     assert_eq!(system.get("/t/salon/v1/services").await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_answer_only_clients_in_the_allowed_ranges() {
+    let system = TestSystem::start_with(|config| {
+        config.trusted_proxies = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    let inside = system.get("/metrics").await;
+    assert_eq!(inside.status(), 200);
+
+    let outside = system
+        .client
+        .get(system.url("/metrics"))
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outside.status(), 404);
+    assert_eq!(
+        outside.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body = outside.text().await.unwrap();
+    assert!(!body.contains("booking_requests"), "{body}");
+}

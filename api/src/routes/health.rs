@@ -6,6 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::AppState;
+use crate::client_ip::ClientIp;
+use crate::problem::Problem;
+use ipnet::IpNet;
 
 /// `GET /healthz`: the process answers.
 pub async fn live() -> Response {
@@ -36,7 +39,17 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text.
-pub async fn metrics(State(state): State<AppState>) -> String {
-    state.metrics.render()
+/// `GET /metrics`: Prometheus text, for clients in `METRICS_ALLOWED` only (loopback and
+/// private networks by default), since it names every tenant; others get a 404.
+pub async fn metrics(State(state): State<AppState>, ClientIp(client): ClientIp) -> Response {
+    let allowed = state.config.metrics_allowed.iter().any(|range| {
+        range
+            .parse::<IpNet>()
+            .or_else(|_| range.parse::<std::net::IpAddr>().map(IpNet::from))
+            .is_ok_and(|range| range.contains(&client))
+    });
+    if !allowed {
+        return Problem::not_found("no such route").into_response();
+    }
+    state.metrics.render().into_response()
 }
