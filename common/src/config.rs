@@ -36,6 +36,8 @@ pub struct Config {
     /// Addresses and CIDR ranges of the proxies whose `X-Forwarded-For` is believed. Each
     /// entry is checked here so a typo stops the process at start; the api parses them.
     pub trusted_proxies: Vec<String>,
+    /// A connection that has not sent complete request headers within this is closed.
+    pub header_read_timeout: Duration,
     /// Client ranges that may read the api's `/metrics` (it names every tenant).
     pub metrics_allowed: Vec<String>,
     /// Exact origins (`https://app.example.com`) that browsers may call the api from; empty
@@ -111,6 +113,10 @@ impl Config {
                 &tenant_bookings.to_string(),
             )?,
             trusted_proxies: trusted_proxies(env::var("TRUSTED_PROXIES").ok().as_deref())?,
+            header_read_timeout: Duration::from_secs(parse_var(
+                "HEADER_READ_TIMEOUT_SECONDS",
+                "10",
+            )?),
             metrics_allowed: trusted_proxies(Some(&var_or(
                 "METRICS_ALLOWED",
                 "127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",

@@ -427,3 +427,37 @@ async fn metrics_answer_only_clients_in_the_allowed_ranges() {
     let body = outside.text().await.unwrap();
     assert!(!body.contains("booking_requests"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let system = TestSystem::start_with(|config| {
+        config.header_read_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let addr = system.api_url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+
+    // The server closes the connection (or answers 408) once the header timeout passes; the
+    // bound here is only how long the test is willing to wait for that.
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut buffer),
+    )
+    .await
+    .expect("the server cut the slow client off");
+    let _ = closed; // closed cleanly or reset: either way the server ended it
+    let answer = String::from_utf8_lossy(&buffer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+
+    // An ordinary request on a new connection is served as usual.
+    assert_eq!(system.get("/healthz").await.status(), 200);
+}
