@@ -8,6 +8,7 @@ pub mod cors;
 pub mod credentials;
 pub mod json;
 pub mod problem;
+pub mod query;
 pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
@@ -130,6 +131,18 @@ pub fn route_table() -> Vec<Route> {
         Route::new("/v1/booking-requests/{id}")
             .limited(RouteClass::Reads)
             .on(Method::GET, routes::booking_requests::show),
+        Route::new("/v1/availability")
+            .limited(RouteClass::Reads)
+            .on(Method::GET, routes::availability::show),
+        Route::new("/v1/manage/{token}")
+            .limited(RouteClass::Reads)
+            .on(Method::GET, routes::manage::show),
+        Route::new("/v1/manage/{token}/cancel")
+            .limited(RouteClass::Bookings)
+            .on(Method::POST, routes::manage::cancel),
+        Route::new("/v1/manage/{token}/reschedule")
+            .limited(RouteClass::Bookings)
+            .on(Method::POST, routes::manage::reschedule),
     ];
     table.extend(admin::routes());
     table.extend([

@@ -54,6 +54,8 @@ pub struct Config {
     pub max_decision_attempts: i32,
     pub notification_max_attempts: i32,
     pub heartbeat_interval: Duration,
+    /// The key customers' manage links are derived from (see [`crate::manage`]).
+    pub manage_link_secret: String,
 }
 
 const DEV_DATABASE_URL: &str = "postgres://booking:booking@127.0.0.1:55432/booking";
@@ -72,6 +74,10 @@ impl Config {
         let smtp_url = env::var("SMTP_URL").ok().filter(|s| !s.is_empty());
         if production {
             check_production_secrets(&database_url, &redis_url, smtp_url.as_deref())?;
+        }
+        let manage_link_secret = var_or("MANAGE_LINK_SECRET", DEV_MANAGE_LINK_SECRET);
+        if production {
+            check_manage_link_secret(&manage_link_secret)?;
         }
         let (bookings, reads, admin, tenant_bookings) = if production {
             (10, 100, 50, 600)
@@ -130,8 +136,22 @@ impl Config {
             max_decision_attempts: parse_var("MAX_DECISION_ATTEMPTS", "5")?,
             notification_max_attempts: parse_var("NOTIFICATION_MAX_ATTEMPTS", "8")?,
             heartbeat_interval: Duration::from_secs(parse_var("WORKER_HEARTBEAT_SECONDS", "2")?),
+            manage_link_secret,
         })
     }
+}
+
+const DEV_MANAGE_LINK_SECRET: &str = "development-only-manage-link-secret";
+
+/// Manage links are as safe as their key: in production it must be set, long, and not the
+/// development default.
+pub fn check_manage_link_secret(secret: &str) -> anyhow::Result<()> {
+    if secret == DEV_MANAGE_LINK_SECRET || secret.len() < 32 {
+        bail!(
+            "MANAGE_LINK_SECRET must be set to a random secret of at least 32 characters in production"
+        );
+    }
+    Ok(())
 }
 
 /// Passwords that ship with this project or with the servers' packages: never in production.

@@ -57,6 +57,8 @@ pub enum RejectReason {
     UnknownBooking,
     /// A cancellation named a booking that is no longer confirmed.
     NotCancellable,
+    /// A reschedule named a booking that is no longer confirmed.
+    NotReschedulable,
 }
 
 impl RejectReason {
@@ -73,6 +75,7 @@ impl RejectReason {
             Self::CapacityFull => "capacity_full",
             Self::UnknownBooking => "unknown_booking",
             Self::NotCancellable => "not_cancellable",
+            Self::NotReschedulable => "not_reschedulable",
         }
     }
 }

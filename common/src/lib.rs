@@ -5,6 +5,8 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod jobs;
+pub mod manage;
+pub mod rules;
 pub mod schedule;
 pub mod seed;
 pub mod shutdown;

@@ -65,30 +65,51 @@ pub fn opening_spans(
         .filter(|(opens, closes)| opens < closes)
 }
 
-/// Whether `[start, end)` is a bookable slot: inside one opening interval of the local day
-/// on which it starts, and a whole number of slot intervals after that interval opens.
+/// Every slot start a service of `length` has on a local date: in each opening interval, from
+/// the opening instant in steps of `interval`, as long as the slot ends by the closing
+/// instant. Steps are in absolute time, so a local time that does not exist is never
+/// produced, and a local hour that happens twice yields its slots twice, one per offset.
+pub fn day_slots(
+    tz: Tz,
+    date: NaiveDate,
+    hours: &[OpeningInterval],
+    length: Duration,
+    interval: Duration,
+) -> Vec<DateTime<Utc>> {
+    let mut slots = Vec::new();
+    for (opens, closes) in opening_spans(tz, date, hours) {
+        let mut start = opens;
+        while start + length <= closes {
+            slots.push(start);
+            start += interval;
+        }
+    }
+    slots.sort();
+    slots.dedup();
+    slots
+}
+
+/// Whether `[start, start + length)` is a bookable slot: one of [`day_slots`] of the local
+/// day on which it starts. When it is not, says whether it lies inside opening hours but off
+/// the service's slot grid, or outside them.
 pub fn check_opening_hours(
     tz: Tz,
     start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    length: Duration,
     hours: &[OpeningInterval],
-    slot_interval_minutes: i64,
+    interval: Duration,
 ) -> Result<(), HoursViolation> {
     let local_date = start.with_timezone(&tz).date_naive();
-    let mut result = Err(HoursViolation::Closed);
-    for (opens, closes) in opening_spans(tz, local_date, hours) {
-        if start < opens || end > closes {
-            continue;
-        }
-        let offset = start - opens;
-        let on_grid =
-            offset.num_seconds() % (slot_interval_minutes * 60) == 0 && offset.subsec_nanos() == 0;
-        if on_grid {
-            return Ok(());
-        }
-        result = Err(HoursViolation::OffGrid);
+    if day_slots(tz, local_date, hours, length, interval).contains(&start) {
+        return Ok(());
     }
-    result
+    let inside = opening_spans(tz, local_date, hours)
+        .any(|(opens, closes)| opens <= start && start + length <= closes);
+    Err(if inside {
+        HoursViolation::OffGrid
+    } else {
+        HoursViolation::Closed
+    })
 }
 
 #[cfg(test)]
@@ -115,7 +136,13 @@ mod tests {
         let tz = chrono_tz::Europe::London;
         let start = utc("2026-07-01T09:30:00+01:00");
         assert_eq!(
-            check_opening_hours(tz, start, start + Duration::minutes(30), &hours, 30),
+            check_opening_hours(
+                tz,
+                start,
+                Duration::minutes(30),
+                &hours,
+                Duration::minutes(30)
+            ),
             Ok(())
         );
     }
@@ -128,11 +155,23 @@ mod tests {
         let late = utc("2026-07-01T16:30:00-04:00");
         let closed = Err(HoursViolation::Closed);
         assert_eq!(
-            check_opening_hours(tz, early, early + Duration::minutes(30), &hours, 30),
+            check_opening_hours(
+                tz,
+                early,
+                Duration::minutes(30),
+                &hours,
+                Duration::minutes(30)
+            ),
             closed
         );
         assert_eq!(
-            check_opening_hours(tz, late, late + Duration::minutes(60), &hours, 30),
+            check_opening_hours(
+                tz,
+                late,
+                Duration::minutes(60),
+                &hours,
+                Duration::minutes(30)
+            ),
             closed
         );
     }
@@ -143,7 +182,13 @@ mod tests {
         let tz = chrono_tz::Australia::Sydney;
         let start = utc("2026-07-01T10:10:00+10:00");
         assert_eq!(
-            check_opening_hours(tz, start, start + Duration::minutes(30), &hours, 30),
+            check_opening_hours(
+                tz,
+                start,
+                Duration::minutes(30),
+                &hours,
+                Duration::minutes(30)
+            ),
             Err(HoursViolation::OffGrid)
         );
     }

@@ -7,12 +7,14 @@
 //! one rejection never undoes another request's booking.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use chrono_tz::Tz;
 use common::domain::{BookingRequestPayload, Customer, RejectReason, Tenant};
-use common::schedule::{HoursViolation, OpeningInterval, check_opening_hours};
+use common::manage;
+use common::rules::{self, Refusal, ResourceHours, ServiceRules};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -33,6 +35,8 @@ pub enum EngineError {
 pub struct Engine {
     pool: PgPool,
     max_attempts: i32,
+    /// With a secret, every new booking gets a manage link (see [`common::manage`]).
+    manage_link_secret: Option<Arc<str>>,
 }
 
 /// What happened to one request, reported after the transaction commits.
@@ -68,20 +72,48 @@ struct OpenRequest {
     accepted_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
-struct ServiceRules {
-    name: String,
-    duration_minutes: i32,
-    slot_interval_minutes: i32,
-    buffer_before_minutes: i32,
-    buffer_after_minutes: i32,
-    min_notice_minutes: i32,
-    max_days_ahead: i32,
-}
-
 impl Engine {
     pub fn new(pool: PgPool, max_attempts: i32) -> Self {
-        Self { pool, max_attempts }
+        Self {
+            pool,
+            max_attempts,
+            manage_link_secret: None,
+        }
+    }
+
+    /// Gives new bookings manage links derived from `secret`.
+    pub fn with_manage_links(self, secret: &str) -> Self {
+        Self {
+            manage_link_secret: Some(secret.into()),
+            ..self
+        }
+    }
+
+    /// What the engine would decide for a new booking request right now, without keeping
+    /// anything: the decision runs under the tenant's lock in a transaction that is rolled
+    /// back. For checking that availability and decisions agree.
+    pub async fn dry_run(
+        &self,
+        tenant_id: Uuid,
+        payload: BookingRequestPayload,
+    ) -> Result<Outcome, EngineError> {
+        let tenant = common::db::tenant_by_id(&self.pool, tenant_id)
+            .await?
+            .ok_or(EngineError::UnknownTenant(tenant_id))?;
+        let tz = Tz::from_str(&tenant.time_zone).unwrap_or(Tz::UTC);
+        let mut tx = common::db::tenant_tx(&self.pool, tenant.id).await?;
+        lock_tenant(&mut tx, tenant.id).await?;
+        let decided = self
+            .create(&mut tx, &tenant, tz, Uuid::now_v7(), payload)
+            .await?;
+        tx.rollback().await?;
+        Ok(match decided {
+            Ok(booking_id) => Outcome::Confirmed { booking_id },
+            Err(refusal) => Outcome::Rejected {
+                reason: refusal.reason,
+                detail: refusal.detail,
+            },
+        })
     }
 
     /// Decides every open request of the tenant, oldest first, and returns the decisions
@@ -103,10 +135,7 @@ impl Engine {
 
     async fn decide_batch(&self, tenant: &Tenant, tz: Tz) -> Result<Vec<Decision>, EngineError> {
         let mut tx = common::db::tenant_tx(&self.pool, tenant.id).await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant:' || $1::text, 0))")
-            .bind(tenant.id)
-            .execute(&mut *tx)
-            .await?;
+        lock_tenant(&mut tx, tenant.id).await?;
 
         let open = open_requests(&mut tx, tenant.id).await?;
         if open.is_empty() {
@@ -125,10 +154,7 @@ impl Engine {
                 }
             } else {
                 let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-                let outcome = match request.kind.as_str() {
-                    "cancel" => cancel(&mut savepoint, tenant, tz, &request).await?,
-                    _ => self.decide(&mut savepoint, tenant, tz, &request).await?,
-                };
+                let outcome = self.decide(&mut savepoint, tenant, tz, &request).await?;
                 if matches!(outcome, Outcome::Confirmed { .. }) {
                     savepoint.commit().await?;
                 } else {
@@ -165,8 +191,8 @@ impl Engine {
         tx.commit().await
     }
 
-    /// Decides one request. Returns an error only for database failures other than the
-    /// overlap constraint; the caller then retries the whole batch later.
+    /// Decides one request by its kind. Returns an error only for database failures other
+    /// than the overlap and seat constraints; the caller then retries the batch later.
     async fn decide(
         &self,
         conn: &mut PgConnection,
@@ -174,136 +200,422 @@ impl Engine {
         tz: Tz,
         request: &OpenRequest,
     ) -> Result<Outcome, EngineError> {
-        let payload: BookingRequestPayload = match serde_json::from_value(request.payload.clone()) {
-            Ok(payload) => payload,
-            Err(_) => {
-                return Ok(Outcome::Failed {
-                    detail: "the stored request is unreadable".into(),
-                });
+        let decided = match request.kind.as_str() {
+            "cancel" => match serde_json::from_value::<CancelRequest>(request.payload.clone()) {
+                Ok(change) => cancel(conn, tenant, tz, change.booking_id).await?,
+                Err(_) => return Ok(unreadable()),
+            },
+            "reschedule" => {
+                match serde_json::from_value::<RescheduleRequest>(request.payload.clone()) {
+                    Ok(change) => self.reschedule(conn, tenant, tz, change).await?,
+                    Err(_) => return Ok(unreadable()),
+                }
             }
+            _ => match serde_json::from_value(request.payload.clone()) {
+                Ok(payload) => self.create(conn, tenant, tz, request.id, payload).await?,
+                Err(_) => return Ok(unreadable()),
+            },
         };
-        let Some(service) = load_service(conn, tenant.id, payload.service_id).await? else {
-            return Ok(reject(
+        Ok(match decided {
+            Ok(booking_id) => Outcome::Confirmed { booking_id },
+            Err(refusal) => Outcome::Rejected {
+                reason: refusal.reason,
+                detail: refusal.detail,
+            },
+        })
+    }
+
+    /// A new booking: the rules, then the first candidate resource that takes it.
+    async fn create(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        tz: Tz,
+        request_id: Uuid,
+        payload: BookingRequestPayload,
+    ) -> Result<Result<Uuid, Refusal>, EngineError> {
+        let Some(service) = rules::load_service(conn, tenant.id, payload.service_id).await? else {
+            return Ok(Err(Refusal::new(
                 RejectReason::UnknownService,
                 "the service does not exist",
-            ));
+            )));
+        };
+        let start = payload.start.with_timezone(&Utc);
+        if let Err(refusal) = check_time_rules(conn, tenant.id, &service, start).await? {
+            return Ok(Err(refusal));
+        }
+        let candidates =
+            rules::candidate_resources(conn, tenant.id, service.id, payload.resource_id).await?;
+
+        let booking_id = Uuid::now_v7();
+        let manage_token_hash = self
+            .manage_link_secret
+            .as_deref()
+            .map(|secret| manage::token_hash(&manage::token(secret, tenant.id, booking_id)));
+        let new = NewBooking {
+            id: booking_id,
+            request_id,
+            payload: &payload,
+            manage_token_hash,
+        };
+        let placed = place(
+            conn,
+            tenant.id,
+            tz,
+            &service,
+            start,
+            &candidates,
+            Placing::New(&new),
+        )
+        .await?;
+        if let Err(refusal) = placed {
+            return Ok(Err(refusal));
+        }
+
+        let booking = messages::BookingDetails {
+            booking_id,
+            service_name: &service.name,
+            start,
+            end: start + service.length(),
+            customer: &payload.customer,
+            notes: payload.notes.as_deref(),
+            sequence: 0,
+            manage_link: new.manage_token_hash.is_some(),
+            previous_start: None,
+        };
+        messages::queue(conn, tenant, tz, Event::Confirmed, &booking).await?;
+        Ok(Ok(booking_id))
+    }
+
+    /// Moves a confirmed booking to another start (and perhaps resource), keeping its id.
+    /// One UPDATE moves it, so the booking never holds both slots nor neither; the
+    /// exclusion constraint checks the new time against every other booking.
+    async fn reschedule(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        tz: Tz,
+        change: RescheduleRequest,
+    ) -> Result<Result<Uuid, Refusal>, EngineError> {
+        let Some(current) = load_booking(conn, tenant.id, change.booking_id).await? else {
+            return Ok(Err(Refusal::new(
+                RejectReason::UnknownBooking,
+                "no such booking",
+            )));
+        };
+        if current.status != "confirmed" {
+            return Ok(Err(Refusal::new(
+                RejectReason::NotReschedulable,
+                "only a confirmed booking can be rescheduled",
+            )));
+        }
+        let start = change.start.with_timezone(&Utc);
+        let Some(service) = rules::load_service(conn, tenant.id, current.service_id).await? else {
+            return Ok(Err(Refusal::new(
+                RejectReason::UnknownService,
+                "the booking's service is no longer offered",
+            )));
+        };
+        if let Err(refusal) = check_time_rules(conn, tenant.id, &service, start).await? {
+            return Ok(Err(refusal));
+        }
+        let mut candidates =
+            rules::candidate_resources(conn, tenant.id, service.id, change.resource_id).await?;
+        // Without a resource asked for, the booking stays with its own when it can.
+        if let Some(own) = candidates.iter().position(|r| *r == current.resource_id) {
+            let own = candidates.remove(own);
+            candidates.insert(0, own);
+        }
+        let placed = place(
+            conn,
+            tenant.id,
+            tz,
+            &service,
+            start,
+            &candidates,
+            Placing::Move(change.booking_id),
+        )
+        .await?;
+        let sequence = match placed {
+            Ok(Placed::Moved { sequence }) => sequence,
+            Ok(Placed::Inserted) => unreachable!("a move never inserts"),
+            Err(refusal) => return Ok(Err(refusal)),
         };
 
-        let start = payload.start.with_timezone(&Utc);
-        let end = start + Duration::minutes(service.duration_minutes.into());
-        if let Some(rejection) = check_notice(&service, start, Utc::now()) {
-            return Ok(rejection);
-        }
-        if in_blackout(conn, tenant.id, start, end).await? {
-            return Ok(reject(
-                RejectReason::Blackout,
-                "the business is closed then",
-            ));
-        }
+        let customer = Customer {
+            name: current.customer_name,
+            email: current.customer_email,
+            phone: current.customer_phone,
+        };
+        let booking = messages::BookingDetails {
+            booking_id: change.booking_id,
+            service_name: &service.name,
+            start,
+            end: start + service.length(),
+            customer: &customer,
+            notes: current.notes.as_deref(),
+            sequence,
+            manage_link: current.has_manage_link,
+            previous_start: Some(current.starts_at),
+        };
+        messages::queue(conn, tenant, tz, Event::Rescheduled, &booking).await?;
+        Ok(Ok(change.booking_id))
+    }
+}
 
-        let candidates = candidate_resources(conn, tenant.id, &payload).await?;
-        if candidates.is_empty() {
-            return Ok(reject(
-                RejectReason::UnknownResource,
-                "no active resource offers this service",
-            ));
-        }
+/// A cancellation names the booking.
+#[derive(Debug, serde::Deserialize)]
+struct CancelRequest {
+    booking_id: Uuid,
+}
 
-        let occupied_from = start - Duration::minutes(service.buffer_before_minutes.into());
-        let occupied_until = end + Duration::minutes(service.buffer_after_minutes.into());
-        let mut hours_rejection = None;
-        let mut any_open = false;
-        for resource_id in candidates {
-            let local_date = start.with_timezone(&tz).date_naive();
-            let hours = opening_hours(conn, tenant.id, resource_id, local_date).await?;
-            let interval = service.slot_interval_minutes.into();
-            if let Err(violation) = check_opening_hours(tz, start, end, &hours, interval) {
-                hours_rejection.get_or_insert(hours_violation(violation, interval));
-                continue;
-            }
-            any_open = true;
+/// A reschedule names the booking, its new start and, optionally, the resource to move to.
+#[derive(Debug, serde::Deserialize)]
+struct RescheduleRequest {
+    booking_id: Uuid,
+    start: DateTime<FixedOffset>,
+    #[serde(default)]
+    resource_id: Option<Uuid>,
+}
 
-            let booking_id = Uuid::now_v7();
-            let mut attempt = sqlx::Connection::begin(&mut *conn).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO bookings (tenant_id, id, request_id, service_id, resource_id,
-                     starts_at, ends_at, occupied, customer_name, customer_email,
-                     customer_phone, notes)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, tstzrange($8, $9, '[)'), $10, $11, $12, $13)",
-            )
-            .bind(tenant.id)
-            .bind(booking_id)
-            .bind(request.id)
-            .bind(payload.service_id)
-            .bind(resource_id)
-            .bind(start)
-            .bind(end)
-            .bind(occupied_from)
-            .bind(occupied_until)
-            .bind(&payload.customer.name)
-            .bind(&payload.customer.email)
-            .bind(&payload.customer.phone)
-            .bind(&payload.notes)
-            .execute(&mut *attempt)
-            .await;
-            match inserted {
-                Ok(_) => attempt.commit().await?,
-                Err(err) if is_overlap(&err) => {
-                    attempt.rollback().await?;
-                    continue;
-                }
-                Err(err) => return Err(err.into()),
-            }
+fn unreadable() -> Outcome {
+    Outcome::Failed {
+        detail: "the stored request is unreadable".into(),
+    }
+}
 
-            let booking = messages::BookingDetails {
-                booking_id,
-                service_name: &service.name,
-                start,
-                end,
-                customer: &payload.customer,
-                notes: payload.notes.as_deref(),
-            };
-            messages::queue(conn, tenant, tz, Event::Confirmed, &booking).await?;
-            return Ok(Outcome::Confirmed { booking_id });
-        }
+/// The rules that do not depend on the resource: notice, horizon and blackouts.
+async fn check_time_rules(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    service: &ServiceRules,
+    start: DateTime<Utc>,
+) -> sqlx::Result<Result<(), Refusal>> {
+    if let Err(refusal) = rules::check_timing(service, start, Utc::now()) {
+        return Ok(Err(refusal));
+    }
+    let booked = service.booked(start);
+    let blackouts = rules::blackouts(conn, tenant_id, booked).await?;
+    Ok(rules::check_blackouts(&blackouts, booked))
+}
 
-        if any_open {
-            Ok(reject(
-                RejectReason::SlotTaken,
-                "the slot is already booked",
-            ))
-        } else {
-            Ok(hours_rejection
-                .unwrap_or_else(|| reject(RejectReason::OutsideHours, "outside opening hours")))
+struct NewBooking<'a> {
+    id: Uuid,
+    request_id: Uuid,
+    payload: &'a BookingRequestPayload,
+    manage_token_hash: Option<Vec<u8>>,
+}
+
+enum Placing<'a> {
+    New(&'a NewBooking<'a>),
+    Move(Uuid),
+}
+
+enum Placed {
+    Inserted,
+    Moved { sequence: i32 },
+}
+
+impl Placing<'_> {
+    fn booking_id(&self) -> Uuid {
+        match self {
+            Self::New(new) => new.id,
+            Self::Move(id) => *id,
         }
     }
 }
 
-/// Cancels the booking a cancel request names. A booking is cancelled once; a cancelled
-/// booking is never revived, so its slot may already belong to someone else.
+/// Puts the booking on the first candidate resource whose hours have the start, whose time
+/// is free and, for a group service, whose session has a seat left. The database decides
+/// "free" and "seat left": each try runs under a savepoint, and a violated exclusion or
+/// seat constraint moves on to the next resource.
+async fn place(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    tz: Tz,
+    service: &ServiceRules,
+    start: DateTime<Utc>,
+    candidates: &[Uuid],
+    placing: Placing<'_>,
+) -> Result<Result<Placed, Refusal>, EngineError> {
+    if candidates.is_empty() {
+        return Ok(Err(Refusal::new(
+            RejectReason::UnknownResource,
+            "no active resource offers this service",
+        )));
+    }
+    let date = start.with_timezone(&tz).date_naive();
+    let booking_id = placing.booking_id();
+    let mut hours_refusal = None;
+    let mut full = false;
+    let mut taken = false;
+    for &resource_id in candidates {
+        let hours = ResourceHours::load(conn, tenant_id, resource_id, date, date).await?;
+        if let Err(refusal) = rules::check_hours(tz, service, start, &hours.on(date)) {
+            hours_refusal.get_or_insert(refusal);
+            continue;
+        }
+        let slot_key = service.slot_key(resource_id, start, booking_id);
+        let Some(seat) = free_seat(conn, tenant_id, service, slot_key, booking_id).await? else {
+            full = true;
+            continue;
+        };
+
+        let mut attempt = sqlx::Connection::begin(&mut *conn).await?;
+        let occupied = service.occupied(start);
+        let written = match &placing {
+            Placing::New(new) => sqlx::query_scalar::<_, i32>(
+                "INSERT INTO bookings (tenant_id, id, request_id, service_id, resource_id,
+                     starts_at, ends_at, occupied, slot_key, seat, seats, customer_name,
+                     customer_email, customer_phone, notes, manage_token_hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, tstzrange($8, $9, '[)'), $10, $11, $12,
+                         $13, $14, $15, $16, $17)
+                 RETURNING sequence",
+            )
+            .bind(tenant_id)
+            .bind(new.id)
+            .bind(new.request_id)
+            .bind(service.id)
+            .bind(resource_id)
+            .bind(start)
+            .bind(start + service.length())
+            .bind(occupied.from)
+            .bind(occupied.until)
+            .bind(slot_key)
+            .bind(seat)
+            .bind(service.capacity)
+            .bind(&new.payload.customer.name)
+            .bind(&new.payload.customer.email)
+            .bind(&new.payload.customer.phone)
+            .bind(&new.payload.notes)
+            .bind(&new.manage_token_hash)
+            .fetch_one(&mut *attempt)
+            .await
+            .map(|_| Placed::Inserted),
+            Placing::Move(id) => sqlx::query_scalar::<_, i32>(
+                "UPDATE bookings
+                 SET resource_id = $3, starts_at = $4, ends_at = $5,
+                     occupied = tstzrange($6, $7, '[)'), slot_key = $8, seat = $9, seats = $10,
+                     sequence = sequence + 1, updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2 AND status = 'confirmed'
+                 RETURNING sequence",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .bind(resource_id)
+            .bind(start)
+            .bind(start + service.length())
+            .bind(occupied.from)
+            .bind(occupied.until)
+            .bind(slot_key)
+            .bind(seat)
+            .bind(service.capacity)
+            .fetch_one(&mut *attempt)
+            .await
+            .map(|sequence| Placed::Moved { sequence }),
+        };
+        match written {
+            Ok(placed) => {
+                attempt.commit().await?;
+                return Ok(Ok(placed));
+            }
+            Err(err) if is_overlap(&err) => {
+                attempt.rollback().await?;
+                taken = true;
+            }
+            Err(err) if is_seat_taken(&err) => {
+                attempt.rollback().await?;
+                full = true;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(Err(if taken {
+        Refusal::new(RejectReason::SlotTaken, "the slot is already booked")
+    } else if full {
+        Refusal::new(
+            RejectReason::CapacityFull,
+            "every seat of the session is taken",
+        )
+    } else {
+        hours_refusal
+            .unwrap_or_else(|| Refusal::new(RejectReason::OutsideHours, "outside opening hours"))
+    }))
+}
+
+/// The lowest seat number free in the session, or `None` when as many seats are taken as
+/// the service has. For a one-to-one service, always seat 1 of the booking's own session.
+/// The booking being placed does not count against itself.
+async fn free_seat(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    service: &ServiceRules,
+    slot_key: Uuid,
+    booking_id: Uuid,
+) -> sqlx::Result<Option<i32>> {
+    if !service.is_group() {
+        return Ok(Some(1));
+    }
+    let seats: Vec<i32> = sqlx::query_scalar(
+        "SELECT seat FROM bookings
+         WHERE tenant_id = $1 AND slot_key = $2 AND status <> 'cancelled' AND id <> $3",
+    )
+    .bind(tenant_id)
+    .bind(slot_key)
+    .bind(booking_id)
+    .fetch_all(conn)
+    .await?;
+    if seats.len() >= service.capacity as usize {
+        return Ok(None);
+    }
+    Ok((1..=service.capacity).find(|seat| !seats.contains(seat)))
+}
+
+#[derive(sqlx::FromRow)]
+struct CurrentBooking {
+    service_id: Uuid,
+    resource_id: Uuid,
+    status: String,
+    starts_at: DateTime<Utc>,
+    customer_name: String,
+    customer_email: String,
+    customer_phone: Option<String>,
+    notes: Option<String>,
+    has_manage_link: bool,
+}
+
+async fn load_booking(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    booking_id: Uuid,
+) -> sqlx::Result<Option<CurrentBooking>> {
+    sqlx::query_as(
+        "SELECT service_id, resource_id, status, starts_at, customer_name, customer_email,
+                customer_phone, notes, manage_token_hash IS NOT NULL AS has_manage_link
+         FROM bookings WHERE tenant_id = $1 AND id = $2
+         FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(booking_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Cancels a confirmed booking. A booking is cancelled once; a cancelled booking is never
+/// revived, so its slot may already belong to someone else.
 async fn cancel(
     conn: &mut PgConnection,
     tenant: &Tenant,
     tz: Tz,
-    request: &OpenRequest,
-) -> Result<Outcome, EngineError> {
-    let Some(booking_id) = request.payload.get("booking_id").and_then(|v| v.as_str()) else {
-        return Ok(Outcome::Failed {
-            detail: "the stored request is unreadable".into(),
-        });
-    };
-    let Ok(booking_id) = booking_id.parse::<Uuid>() else {
-        return Ok(Outcome::Failed {
-            detail: "the stored request is unreadable".into(),
-        });
-    };
+    booking_id: Uuid,
+) -> Result<Result<Uuid, Refusal>, EngineError> {
     let cancelled: Option<CancelledBooking> = sqlx::query_as(
-        "UPDATE bookings b SET status = 'cancelled', updated_at = now()
+        "UPDATE bookings b SET status = 'cancelled', sequence = b.sequence + 1, updated_at = now()
          FROM services s
          WHERE b.tenant_id = $1 AND b.id = $2 AND b.status = 'confirmed'
            AND s.tenant_id = b.tenant_id AND s.id = b.service_id
          RETURNING s.name AS service_name, b.starts_at, b.ends_at, b.customer_name,
-                   b.customer_email, b.customer_phone, b.notes",
+                   b.customer_email, b.customer_phone, b.notes, b.sequence",
     )
     .bind(tenant.id)
     .bind(booking_id)
@@ -317,11 +629,11 @@ async fn cancel(
         .bind(booking_id)
         .fetch_one(&mut *conn)
         .await?;
-        return Ok(if exists {
-            reject(RejectReason::NotCancellable, "the booking is not confirmed")
+        return Ok(Err(if exists {
+            Refusal::new(RejectReason::NotCancellable, "the booking is not confirmed")
         } else {
-            reject(RejectReason::UnknownBooking, "no such booking")
-        });
+            Refusal::new(RejectReason::UnknownBooking, "no such booking")
+        }));
     };
 
     let customer = Customer {
@@ -336,9 +648,12 @@ async fn cancel(
         end: cancelled.ends_at,
         customer: &customer,
         notes: cancelled.notes.as_deref(),
+        sequence: cancelled.sequence,
+        manage_link: false,
+        previous_start: None,
     };
     messages::queue(conn, tenant, tz, Event::Cancelled, &booking).await?;
-    Ok(Outcome::Confirmed { booking_id })
+    Ok(Ok(booking_id))
 }
 
 #[derive(sqlx::FromRow)]
@@ -350,68 +665,23 @@ struct CancelledBooking {
     customer_email: String,
     customer_phone: Option<String>,
     notes: Option<String>,
+    sequence: i32,
 }
 
-async fn in_blackout(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM blackouts
-                        WHERE tenant_id = $1 AND starts_at < $3 AND ends_at > $2)",
-    )
-    .bind(tenant_id)
-    .bind(start)
-    .bind(end)
-    .fetch_one(conn)
-    .await
+fn is_seat_taken(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.kind() == sqlx::error::ErrorKind::UniqueViolation
+            && db.constraint() == Some("bookings_one_seat_each"))
 }
 
-fn reject(reason: RejectReason, detail: &str) -> Outcome {
-    Outcome::Rejected {
-        reason,
-        detail: detail.to_owned(),
-    }
-}
-
-fn hours_violation(violation: HoursViolation, interval: i64) -> Outcome {
-    match violation {
-        HoursViolation::Closed => reject(RejectReason::OutsideHours, "outside opening hours"),
-        HoursViolation::OffGrid => Outcome::Rejected {
-            reason: RejectReason::OutsideHours,
-            detail: format!("the start is not on the service's {interval}-minute slot grid"),
-        },
-    }
-}
-
-fn check_notice(
-    service: &ServiceRules,
-    start: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Option<Outcome> {
-    if start <= now {
-        return Some(reject(RejectReason::InPast, "the start is in the past"));
-    }
-    if start < now + Duration::minutes(service.min_notice_minutes.into()) {
-        let detail = format!(
-            "bookings need {} minutes' notice",
-            service.min_notice_minutes
-        );
-        return Some(Outcome::Rejected {
-            reason: RejectReason::TooSoon,
-            detail,
-        });
-    }
-    if start > now + Duration::days(service.max_days_ahead.into()) {
-        let detail = format!("bookings open {} days ahead", service.max_days_ahead);
-        return Some(Outcome::Rejected {
-            reason: RejectReason::TooFarAhead,
-            detail,
-        });
-    }
-    None
+/// Takes the tenant's decision lock until the transaction ends: decisions of one tenant are
+/// serialized across every worker process.
+async fn lock_tenant(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('tenant:' || $1::text, 0))")
+        .bind(tenant_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 fn is_overlap(err: &sqlx::Error) -> bool {
@@ -445,91 +715,6 @@ async fn open_requests(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result
     .bind(BATCH_SIZE)
     .fetch_all(conn)
     .await
-}
-
-async fn load_service(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    service_id: Uuid,
-) -> sqlx::Result<Option<ServiceRules>> {
-    sqlx::query_as(
-        "SELECT name, duration_minutes, slot_interval_minutes, buffer_before_minutes,
-                buffer_after_minutes, min_notice_minutes, max_days_ahead
-         FROM services WHERE tenant_id = $1 AND id = $2 AND active",
-    )
-    .bind(tenant_id)
-    .bind(service_id)
-    .fetch_optional(conn)
-    .await
-}
-
-/// The resources that may take the booking: the one asked for, or every active resource
-/// offering the service, in a stable order.
-async fn candidate_resources(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    payload: &BookingRequestPayload,
-) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
-        "SELECT r.id FROM resources r
-         JOIN resource_services rs ON rs.tenant_id = r.tenant_id AND rs.resource_id = r.id
-         WHERE r.tenant_id = $1 AND rs.service_id = $2 AND r.active
-           AND ($3::uuid IS NULL OR r.id = $3)
-         ORDER BY r.name, r.id",
-    )
-    .bind(tenant_id)
-    .bind(payload.service_id)
-    .bind(payload.resource_id)
-    .fetch_all(conn)
-    .await
-}
-
-/// The resource's opening intervals on a local date: that date's exception when there is
-/// one (closed, or other hours), otherwise its weekly hours.
-pub async fn opening_hours(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    resource_id: Uuid,
-    date: NaiveDate,
-) -> sqlx::Result<Vec<OpeningInterval>> {
-    let weekday = date.weekday().number_from_monday();
-    let exception: Option<(Option<NaiveTime>, Option<NaiveTime>)> = sqlx::query_as(
-        "SELECT opens_at, closes_at FROM hours_exceptions
-         WHERE tenant_id = $1 AND resource_id = $2 AND date = $3",
-    )
-    .bind(tenant_id)
-    .bind(resource_id)
-    .bind(date)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(exception) = exception {
-        return Ok(match exception {
-            (Some(opens), Some(closes)) => vec![OpeningInterval {
-                weekday,
-                opens,
-                closes,
-            }],
-            _ => Vec::new(),
-        });
-    }
-
-    let rows: Vec<(NaiveTime, NaiveTime)> = sqlx::query_as(
-        "SELECT opens_at, closes_at FROM opening_hours
-         WHERE tenant_id = $1 AND resource_id = $2 AND weekday = $3",
-    )
-    .bind(tenant_id)
-    .bind(resource_id)
-    .bind(weekday as i16)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(opens, closes)| OpeningInterval {
-            weekday,
-            opens,
-            closes,
-        })
-        .collect())
 }
 
 async fn store_outcome(

@@ -37,7 +37,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         common::jobs::booking_queue(redis.clone(), &config.queue_name, config.heartbeat_interval);
 
     let outbox_wake = Arc::new(Notify::new());
-    let engine = Engine::new(pool.clone(), config.max_decision_attempts);
+    let engine = Engine::new(pool.clone(), config.max_decision_attempts)
+        .with_manage_links(&config.manage_link_secret);
     let actors = TenantActors::new(engine, outbox_wake.clone());
     let mailer = Mailer::from_config(config.smtp_url.as_deref(), config.outbox_dir.clone())?;
     let from = config
@@ -50,7 +51,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         from,
         config.notification_max_attempts,
         outbox_wake,
-    );
+    )
+    .with_manage_links(&config.manage_link_secret, &public_base_url(&config));
 
     let metrics_listener = tokio::net::TcpListener::bind(config.worker_metrics_addr)
         .await
@@ -100,4 +102,12 @@ async fn serve_metrics(
     if let Err(err) = served {
         tracing::error!(error = %err, "worker metrics server stopped");
     }
+}
+
+/// Where customers reach the api: `PUBLIC_BASE_URL`, or the api's own address.
+fn public_base_url(config: &Config) -> String {
+    config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.api_addr))
 }

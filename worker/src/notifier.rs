@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -78,6 +79,13 @@ pub struct Notifier {
     from: Mailbox,
     max_attempts: i32,
     wake: Arc<Notify>,
+    links: Option<ManageLinks>,
+}
+
+/// What the notifier needs to put a booking's manage link into the customer's message.
+struct ManageLinks {
+    secret: String,
+    base_url: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -90,6 +98,11 @@ struct Claimed {
     body_text: String,
     body_html: String,
     message_id: String,
+    booking_id: Uuid,
+    tenant_slug: String,
+    ics: Option<String>,
+    ics_method: Option<String>,
+    manage_link: bool,
 }
 
 impl Notifier {
@@ -106,6 +119,19 @@ impl Notifier {
             from,
             max_attempts,
             wake,
+            links: None,
+        }
+    }
+
+    /// Puts manage links, derived from `secret` and served under `base_url`, into the
+    /// customer's messages that ask for one.
+    pub fn with_manage_links(self, secret: &str, base_url: &str) -> Self {
+        Self {
+            links: Some(ManageLinks {
+                secret: secret.to_owned(),
+                base_url: base_url.to_owned(),
+            }),
+            ..self
         }
     }
 
@@ -154,7 +180,9 @@ impl Notifier {
                    FOR UPDATE SKIP LOCKED) due
              WHERE o.tenant_id = due.tenant_id AND o.id = due.id
              RETURNING o.tenant_id, o.id, o.attempts, o.recipient, o.subject, o.body_text,
-                       o.body_html, o.message_id",
+                       o.body_html, o.message_id, o.booking_id, o.ics, o.ics_method,
+                       o.manage_link,
+                       (SELECT slug FROM tenants t WHERE t.id = o.tenant_id) AS tenant_slug",
         )
         .bind(CLAIM_SIZE)
         .bind(CLAIM_LEASE_SECONDS as f64)
@@ -197,15 +225,37 @@ impl Notifier {
             .recipient
             .parse()
             .map_err(|_| "the recipient address is not valid".to_owned())?;
+        let (mut text, mut html) = (message.body_text.clone(), message.body_html.clone());
+        if let (true, Some(links)) = (message.manage_link, &self.links) {
+            let token = common::manage::token(&links.secret, message.tenant_id, message.booking_id);
+            let link = common::manage::link(&links.base_url, &message.tenant_slug, &token);
+            text.push_str(&format!(
+                "\nTo cancel or change this booking, use this private link: {link}\n"
+            ));
+            let link = html_escape::encode_double_quoted_attribute(&link);
+            html.push_str(&format!(
+                "<p><a href=\"{link}\">Cancel or change this booking</a> (a private link: \
+                 do not share it)</p>"
+            ));
+        }
+        let body = MultiPart::alternative_plain_html(text, html);
+        let body = match (&message.ics, &message.ics_method) {
+            (Some(ics), Some(method)) => {
+                let content_type =
+                    ContentType::parse(&format!("text/calendar; charset=utf-8; method={method}"))
+                        .map_err(|err| err.to_string())?;
+                MultiPart::mixed().multipart(body).singlepart(
+                    Attachment::new("booking.ics".to_owned()).body(ics.clone(), content_type),
+                )
+            }
+            _ => body,
+        };
         Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(&message.subject)
             .message_id(Some(message.message_id.clone()))
-            .multipart(MultiPart::alternative_plain_html(
-                message.body_text.clone(),
-                message.body_html.clone(),
-            ))
+            .multipart(body)
             .map_err(|err| err.to_string())
     }
 

@@ -5,7 +5,6 @@
 //! from the query string; a `+` in an offset must be sent as `%2B` there.
 
 use axum::Json as JsonResponse;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
@@ -23,6 +22,7 @@ use super::auth::Admin;
 use crate::AppState;
 use crate::audit;
 use crate::problem::{FieldError, Problem};
+use crate::query::field;
 
 /// Page size when the query gives no `limit`.
 const DEFAULT_PAGE: i64 = 50;
@@ -164,31 +164,12 @@ async fn raw_query<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<RawQu
     Query::<RawQuery>::from_request_parts(parts, state)
         .await
         .map(|Query(raw)| raw)
-        .map_err(query_problem)
-}
-
-fn query_problem(rejection: QueryRejection) -> Problem {
-    let text = rejection.body_text();
-    let reason = text
-        .strip_prefix("Failed to deserialize query string: ")
-        .unwrap_or(&text);
-    let named = |prefix: &str| {
-        reason
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.split('`').next())
-            .map(str::to_owned)
-    };
-    if let Some(name) = named("unknown field `") {
-        return Problem::validation(vec![field(
-            &name,
-            "is not a known parameter; use from, to, status, resource_id, service_id, limit \
-             or cursor",
-        )]);
-    }
-    if let Some(name) = named("duplicate field `") {
-        return Problem::validation(vec![field(&name, "may be given only once")]);
-    }
-    Problem::bad_request(format!("the query string cannot be read: {reason}"))
+        .map_err(|rejection| {
+            crate::query::problem(
+                rejection,
+                "from, to, status, resource_id, service_id, limit or cursor",
+            )
+        })
 }
 
 fn parse_filters(raw: &RawQuery, errors: &mut Vec<FieldError>) -> Filters {
@@ -234,13 +215,6 @@ fn parse_filters(raw: &RawQuery, errors: &mut Vec<FieldError>) -> Filters {
         status,
         resource_id: id("resource_id", &raw.resource_id, errors),
         service_id: id("service_id", &raw.service_id, errors),
-    }
-}
-
-fn field(name: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: name.to_owned(),
-        message: message.into(),
     }
 }
 

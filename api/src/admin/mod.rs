@@ -4,7 +4,7 @@
 pub mod auth;
 pub mod blackouts;
 pub mod bookings;
-pub mod cancel;
+pub mod changes;
 pub mod customers;
 pub mod hours;
 pub mod resources;
@@ -24,7 +24,9 @@ pub fn routes() -> Vec<Route> {
         Route::new("/v1/admin/services")
             .on(Method::GET, services::list)
             .on(Method::POST, services::create),
-        Route::new("/v1/admin/bookings/{id}/cancel").on(Method::POST, cancel::cancel),
+        Route::new("/v1/admin/bookings/{id}/cancel").on(Method::POST, changes::cancel),
+        Route::new("/v1/admin/bookings/{id}/reschedule").on(Method::POST, changes::reschedule),
+        Route::new("/v1/admin/bookings/{id}/status").on(Method::POST, changes::set_status),
         Route::new("/v1/admin/services/{id}")
             .on(Method::GET, services::show)
             .on(Method::PATCH, services::update)

@@ -25,6 +25,8 @@ pub struct Service {
     pub buffer_after_minutes: i32,
     pub min_notice_minutes: i32,
     pub max_days_ahead: i32,
+    /// Customers per slot: 1 for appointments, more for group sessions.
+    pub capacity: i32,
     pub price_minor: i64,
     pub currency: String,
     pub active: bool,
@@ -48,6 +50,8 @@ pub struct ServiceFields {
     pub min_notice_minutes: Option<i32>,
     #[validate(range(min = 1, max = 3650, message = "must be 1 to 3650 days"))]
     pub max_days_ahead: Option<i32>,
+    #[validate(range(min = 1, max = 500, message = "must be 1 to 500 seats"))]
+    pub capacity: Option<i32>,
     #[validate(range(min = 0, max = 100_000_000, message = "must be 0 to 100000000"))]
     pub price_minor: Option<i64>,
     #[validate(custom(function = "currency_code"))]
@@ -64,8 +68,8 @@ fn currency_code(code: &str) -> Result<(), validator::ValidationError> {
 }
 
 const COLUMNS: &str = "id, name, duration_minutes, slot_interval_minutes, buffer_before_minutes,
-    buffer_after_minutes, min_notice_minutes, max_days_ahead, price_minor, trim(currency) AS currency,
-    active";
+    buffer_after_minutes, min_notice_minutes, max_days_ahead, capacity, price_minor,
+    trim(currency) AS currency, active";
 
 /// `GET /v1/admin/services`: every service, active or not.
 pub async fn list(
@@ -135,8 +139,8 @@ pub async fn create(
     let service: Service = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO services (tenant_id, id, name, duration_minutes, slot_interval_minutes,
              buffer_before_minutes, buffer_after_minutes, min_notice_minutes, max_days_ahead,
-             price_minor, currency, active)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             price_minor, currency, active, capacity)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          RETURNING {COLUMNS}"
     )))
     .bind(admin.tenant.id)
@@ -151,6 +155,7 @@ pub async fn create(
     .bind(fields.price_minor)
     .bind(&fields.currency)
     .bind(fields.active.unwrap_or(true))
+    .bind(fields.capacity.unwrap_or(1))
     .fetch_one(&mut *tx)
     .await?;
     audit::record(
@@ -185,7 +190,8 @@ pub async fn update(
              max_days_ahead = COALESCE($9, max_days_ahead),
              price_minor = COALESCE($10, price_minor),
              currency = COALESCE($11, currency),
-             active = COALESCE($12, active)
+             active = COALESCE($12, active),
+             capacity = COALESCE($13, capacity)
          WHERE tenant_id = $1 AND id = $2
          RETURNING {COLUMNS}"
     )))
@@ -201,6 +207,7 @@ pub async fn update(
     .bind(fields.price_minor)
     .bind(&fields.currency)
     .bind(fields.active)
+    .bind(fields.capacity)
     .fetch_optional(&mut *tx)
     .await?;
     let service = service.ok_or_else(|| Problem::not_found("no such service"))?;

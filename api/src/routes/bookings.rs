@@ -61,7 +61,7 @@ pub struct Accepted {
 }
 
 /// RFC 3339 with an offset, in ASCII, at a real second (a leap second names no slot).
-fn rfc3339_with_offset(value: &str) -> Result<(), ValidationError> {
+pub(crate) fn rfc3339_with_offset(value: &str) -> Result<(), ValidationError> {
     let parsed = DateTime::parse_from_rfc3339(value)
         .ok()
         .filter(|start| value.is_ascii() && start.timestamp_subsec_nanos() < 1_000_000_000);

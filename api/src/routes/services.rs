@@ -15,6 +15,8 @@ pub struct ServiceView {
     pub id: Uuid,
     pub name: String,
     pub duration_minutes: i32,
+    /// Customers per slot: more than 1 for group sessions.
+    pub capacity: i32,
     pub price: Price,
     pub resources: Vec<ResourceRef>,
 }
@@ -38,14 +40,14 @@ pub async fn list(
 ) -> Result<Json<Vec<ServiceView>>, Problem> {
     let mut tx = common::db::tenant_tx(&state.pool, tenant.id).await?;
     let rows = sqlx::query(
-        "SELECT s.id, s.name, s.duration_minutes, s.price_minor, s.currency,
+        "SELECT s.id, s.name, s.duration_minutes, s.capacity, s.price_minor, s.currency,
                 COALESCE(json_agg(json_build_object('id', r.id, 'name', r.name)
                          ORDER BY r.name, r.id) FILTER (WHERE r.id IS NOT NULL), '[]') AS resources
          FROM services s
          LEFT JOIN resource_services rs ON rs.tenant_id = s.tenant_id AND rs.service_id = s.id
          LEFT JOIN resources r ON r.tenant_id = rs.tenant_id AND r.id = rs.resource_id AND r.active
          WHERE s.tenant_id = $1 AND s.active
-         GROUP BY s.id, s.name, s.duration_minutes, s.price_minor, s.currency
+         GROUP BY s.id, s.name, s.duration_minutes, s.capacity, s.price_minor, s.currency
          ORDER BY s.name, s.id",
     )
     .bind(tenant.id)
@@ -72,6 +74,7 @@ pub async fn list(
                 id: row.try_get("id")?,
                 name: row.try_get("name")?,
                 duration_minutes: row.try_get("duration_minutes")?,
+                capacity: row.try_get("capacity")?,
                 price: Price {
                     amount_minor: row.try_get("price_minor")?,
                     currency: currency.trim().to_owned(),

@@ -1,0 +1,38 @@
+//! Query strings: axum's `Query` rejections as problems that name the parameter.
+
+use axum::extract::rejection::QueryRejection;
+
+use crate::problem::{FieldError, Problem};
+
+/// The problem for a query string serde refused: an unknown or repeated parameter names
+/// itself; anything else is a 400. `known` lists the parameters the route takes, for the
+/// message.
+pub fn problem(rejection: QueryRejection, known: &str) -> Problem {
+    let text = rejection.body_text();
+    let reason = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    let named = |prefix: &str| {
+        reason
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned)
+    };
+    if let Some(name) = named("unknown field `") {
+        return Problem::validation(vec![field(
+            &name,
+            format!("is not a known parameter; use {known}"),
+        )]);
+    }
+    if let Some(name) = named("duplicate field `") {
+        return Problem::validation(vec![field(&name, "may be given only once")]);
+    }
+    Problem::bad_request(format!("the query string cannot be read: {reason}"))
+}
+
+pub fn field(name: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: name.to_owned(),
+        message: message.into(),
+    }
+}
