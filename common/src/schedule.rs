@@ -217,4 +217,143 @@ mod tests {
             utc("2026-11-01T01:30:00-05:00")
         );
     }
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    fn hours(opens: (u32, u32), closes: (u32, u32)) -> Vec<OpeningInterval> {
+        every_day(opens, closes)
+    }
+
+    /// The slots of a day as local wall-clock text with the offset, as the api shows them.
+    fn local_slots(tz: Tz, date: NaiveDate, open: &[OpeningInterval]) -> Vec<String> {
+        day_slots(tz, date, open, Duration::minutes(30), Duration::minutes(30))
+            .into_iter()
+            .map(|slot| slot.with_timezone(&tz).format("%H:%M%:z").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn spring_forward_never_offers_a_time_that_does_not_exist() {
+        // London, 28 March 2027: 01:00 GMT becomes 02:00 BST.
+        let london = chrono_tz::Europe::London;
+        let night = local_slots(london, day(2027, 3, 28), &hours((0, 0), (4, 0)));
+        assert_eq!(
+            night,
+            [
+                "00:00+00:00",
+                "00:30+00:00",
+                "02:00+01:00",
+                "02:30+01:00",
+                "03:00+01:00",
+                "03:30+01:00"
+            ]
+        );
+        // Sydney, 3 October 2027: 02:00 AEST becomes 03:00 AEDT.
+        let sydney = chrono_tz::Australia::Sydney;
+        let night = local_slots(sydney, day(2027, 10, 3), &hours((1, 0), (4, 0)));
+        assert_eq!(
+            night,
+            ["01:00+10:00", "01:30+10:00", "03:00+11:00", "03:30+11:00"]
+        );
+    }
+
+    #[test]
+    fn fall_back_offers_the_repeated_hour_twice_with_each_offset() {
+        // New York, 7 November 2027: 02:00 EDT becomes 01:00 EST.
+        let new_york = chrono_tz::America::New_York;
+        let night = local_slots(new_york, day(2027, 11, 7), &hours((0, 0), (3, 0)));
+        assert_eq!(
+            night,
+            [
+                "00:00-04:00",
+                "00:30-04:00",
+                "01:00-04:00",
+                "01:30-04:00",
+                "01:00-05:00",
+                "01:30-05:00",
+                "02:00-05:00",
+                "02:30-05:00"
+            ]
+        );
+        // Sydney, 4 April 2027: 03:00 AEDT becomes 02:00 AEST.
+        let sydney = chrono_tz::Australia::Sydney;
+        let night = local_slots(sydney, day(2027, 4, 4), &hours((2, 0), (3, 0)));
+        assert_eq!(
+            night,
+            ["02:00+11:00", "02:30+11:00", "02:00+10:00", "02:30+10:00"]
+        );
+    }
+
+    #[test]
+    fn morning_and_afternoon_slots_on_change_days_carry_the_new_offset() {
+        // The offset at midnight is the old one; a slot later that day must not use it.
+        let cases = [
+            (chrono_tz::Europe::London, day(2027, 3, 28), "+01:00"),
+            (chrono_tz::Europe::London, day(2027, 10, 31), "+00:00"),
+            (chrono_tz::America::New_York, day(2027, 3, 14), "-04:00"),
+            (chrono_tz::America::New_York, day(2027, 11, 7), "-05:00"),
+            (chrono_tz::Australia::Sydney, day(2027, 10, 3), "+11:00"),
+            (chrono_tz::Australia::Sydney, day(2027, 4, 4), "+10:00"),
+            (chrono_tz::America::Santiago, day(2027, 9, 5), "-03:00"),
+            (chrono_tz::America::Santiago, day(2027, 4, 4), "-04:00"),
+        ];
+        for (tz, date, offset) in cases {
+            for (opens, closes, first) in [((9, 0), (12, 0), "09:00"), ((14, 0), (17, 0), "14:00")]
+            {
+                let slots = local_slots(tz, date, &hours(opens, closes));
+                assert_eq!(slots.len(), 6, "{tz} {date}: {slots:?}");
+                assert_eq!(slots[0], format!("{first}{offset}"), "{tz} {date}");
+                assert!(
+                    slots.iter().all(|s| s.ends_with(offset)),
+                    "{tz} {date}: {slots:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn opening_at_midnight_that_does_not_exist_opens_when_clocks_resume() {
+        // Santiago, 5 September 2027: clocks go from 00:00 straight to 01:00.
+        let santiago = chrono_tz::America::Santiago;
+        let slots = local_slots(santiago, day(2027, 9, 5), &hours((0, 0), (2, 0)));
+        assert_eq!(slots, ["01:00-03:00", "01:30-03:00"]);
+    }
+
+    #[test]
+    fn every_slot_of_a_change_day_exists_and_the_check_accepts_exactly_those() {
+        let length = Duration::minutes(30);
+        let interval = Duration::minutes(15);
+        let zones = [
+            chrono_tz::Europe::London,
+            chrono_tz::America::New_York,
+            chrono_tz::Australia::Sydney,
+            chrono_tz::Australia::Lord_Howe,
+            chrono_tz::America::Santiago,
+        ];
+        let open = hours((0, 0), (23, 45));
+        for tz in zones {
+            for date in day(2027, 1, 1).iter_days().take(365) {
+                let slots = day_slots(tz, date, &open, length, interval);
+                for slot in &slots {
+                    let local = slot.with_timezone(&tz).naive_local();
+                    let resolved = tz.from_local_datetime(&local);
+                    assert!(
+                        resolved.earliest().is_some(),
+                        "{tz} {date}: {local} does not exist"
+                    );
+                    assert_eq!(
+                        check_opening_hours(tz, *slot, length, &open, interval),
+                        Ok(())
+                    );
+                    let off = *slot + Duration::minutes(5);
+                    assert_ne!(
+                        check_opening_hours(tz, off, length, &open, interval),
+                        Ok(())
+                    );
+                }
+            }
+        }
+    }
 }
