@@ -737,6 +737,15 @@ async fn mentions(system: &TestSystem, needle: &str) -> Vec<(String, i64)> {
     found
 }
 
+fn manage_link(system: &TestSystem, cast: &AliceAndBob, booking: &str) -> String {
+    let token = common::manage::token(
+        &system.config.manage_link_secret,
+        cast.tenant.id,
+        booking.parse().unwrap(),
+    );
+    format!("/t/{}/v1/manage/{token}", cast.tenant.slug)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn erase_leaves_no_copy_of_the_customer_and_keeps_the_slots() {
     let system = TestSystem::start().await;
@@ -752,6 +761,10 @@ async fn erase_leaves_no_copy_of_the_customer_and_keeps_the_slots() {
     ];
     for trace in alice_traces {
         assert!(!mentions(&system, trace).await.is_empty(), "{trace} stored");
+    }
+    for id in &cast.alice_bookings {
+        let link = system.get(&manage_link(&system, &cast, id)).await;
+        assert_eq!(link.status(), 200, "manage link of {id} before erasure");
     }
 
     let erased = admin
@@ -791,6 +804,11 @@ async fn erase_leaves_no_copy_of_the_customer_and_keeps_the_slots() {
             json!({"name": "erased", "email": "erased@invalid", "phone": null})
         );
         assert_eq!(booking["notes"], Value::Null);
+    }
+    // Her manage links no longer find her bookings.
+    for id in &cast.alice_bookings {
+        let link = system.get(&manage_link(&system, &cast, id)).await;
+        assert_eq!(link.status(), 404, "manage link of {id} still answers");
     }
     let carol = customer("Carol", "carol@example.com");
     let retry = decide_all(

@@ -275,7 +275,7 @@ pub async fn erase(
     let bookings_anonymised = sqlx::query(
         "UPDATE bookings
          SET customer_name = $3, customer_email = $4, customer_phone = NULL, notes = NULL,
-             updated_at = now()
+             manage_token_hash = NULL, updated_at = now()
          WHERE tenant_id = $1 AND lower(customer_email) = lower($2)",
     )
     .bind(tenant_id)
