@@ -12,7 +12,9 @@
 //!    are retried as `Retry-After` says;
 //! 3. polls every accepted request until it is decided, honouring `Retry-After`, for at most
 //!    two minutes each;
-//! 4. counts the `.eml` files the worker writes, and prints a summary.
+//! 4. counts the `.eml` files the worker writes, and prints a summary;
+//! 5. takes one customer per tenant through availability, booking, the manage link from
+//!    their confirmation email, a reschedule and a cancellation (see [`journey`]).
 //!
 //! Environment: `API_URL` (default `http://127.0.0.1:8080`), `OUTBOX_DIR` (default
 //! `.data/outbox`), `DEMO_REQUESTS` (default 300), `DEMO_SEED` (default random; printed, so
@@ -23,6 +25,7 @@
 //! bookings, a decision the rules forbid); 2 when the demo could not run at all.
 
 mod api;
+mod journey;
 mod outbox;
 mod people;
 mod plan;
@@ -140,7 +143,26 @@ async fn run() -> anyhow::Result<bool> {
     .await;
     report.check_emails(written);
     report.print(started.elapsed(), POLL_BUDGET);
-    Ok(report.held())
+
+    println!("  {:<30}", "customer journeys");
+    let mut journeys_held = true;
+    for catalogue in &catalogues {
+        match journey::run(
+            &settings.api_url,
+            &settings.outbox_dir,
+            catalogue,
+            settings.seed,
+        )
+        .await
+        {
+            Ok(journey) => journey.print(),
+            Err(err) => {
+                journeys_held = false;
+                println!("    {:<14} FAILED: {err:#}", catalogue.slug);
+            }
+        }
+    }
+    Ok(report.held() && journeys_held)
 }
 
 /// Each demo tenant's services by `/t/{slug}`, compared with the same list by `X-Tenant`.
