@@ -12,10 +12,12 @@ pub fn problem(rejection: QueryRejection, known: &str) -> Problem {
     let reason = text
         .strip_prefix("Failed to deserialize query string: ")
         .unwrap_or(&text);
-    let named = |prefix: &str| {
+    // axum reports the parameter's path before serde's message ("colour: unknown field
+    // ..."), so the message is looked for anywhere in the text, not only at its start.
+    let named = |marker: &str| {
         reason
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.split('`').next())
+            .split_once(marker)
+            .and_then(|(_, rest)| rest.split('`').next())
             .map(str::to_owned)
     };
     if let Some(name) = named("unknown field `") {
