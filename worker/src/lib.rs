@@ -37,7 +37,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         common::jobs::booking_queue(redis.clone(), &config.queue_name, config.heartbeat_interval);
 
     let outbox_wake = Arc::new(Notify::new());
-    let engine = Engine::new(pool.clone(), config.max_decision_attempts);
+    let engine = Engine::new(pool.clone(), config.max_decision_attempts)
+        .with_crash_marker(config.fault_crash_on_notes.clone());
     let actors = TenantActors::new(engine, outbox_wake.clone());
     let mailer = Mailer::from_config(config.smtp_url.as_deref(), config.outbox_dir.clone())?;
     let from = config
@@ -50,21 +51,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         from,
         config.notification_max_attempts,
         outbox_wake,
-    );
+    )
+    .with_connection_attempts(config.notification_max_connection_attempts);
 
     let metrics_listener = tokio::net::TcpListener::bind(config.worker_metrics_addr)
         .await
         .with_context(|| format!("binding {}", config.worker_metrics_addr))?;
     tracing::info!(addr = %config.worker_metrics_addr, worker = %config.worker_name, "worker started");
 
+    // Recovery pass: whatever a worker that died left open is taken up now, not when its
+    // jobs come round again.
+    match sweeper::sweep(&pool, &actors, Duration::ZERO).await {
+        Ok(tenants) => tracing::info!(
+            tenants,
+            "recovery pass rang every tenant with open requests"
+        ),
+        Err(err) => tracing::warn!(error = %err, "recovery pass failed; the sweeper retries"),
+    }
+
     // The consumer ends only at shutdown or on an error it cannot recover from; either way
-    // the rest of the worker stops with it.
+    // the rest of the worker stops with it. Once no job is being handled, each actor
+    // finishes the batch it is deciding; requests left open stay queued for the next worker.
     let consumer_queue = queue.clone();
     let consumer_actors = actors.clone();
     let consuming = async {
         let result =
             consumer::run(consumer_queue, consumer_actors, &config, shutdown.clone()).await;
         shutdown.cancel();
+        actors.shutdown().await;
+        tracing::info!("worker stopped: every decision in flight committed");
         result
     };
     let tasks = tokio::join!(
@@ -74,8 +89,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             pool.clone(),
             redis,
             queue,
-            actors,
-            Duration::from_secs(5),
+            actors.clone(),
+            Duration::from_secs(1),
             shutdown.clone()
         ),
         serve_metrics(metrics_listener, metrics, shutdown.clone()),

@@ -5,6 +5,23 @@
 //! temporary failure is retried with exponential backoff and jitter; a permanent SMTP
 //! refusal, or too many attempts, marks the message dead. Every message is sent on its
 //! own, so one bad recipient never holds up the others.
+//!
+//! Failures are classed, and each class has its own schedule and bound:
+//! - `permanent`: a 5xx reply (mailbox unknown, say), or a message that cannot be built.
+//!   Sending again would get the same answer: dead at once.
+//! - `transient`: a 4xx reply (greylisting, mailbox full, server busy). The server is up
+//!   and asked us to come back: from 10 s doubling to an hour, dead after
+//!   `NOTIFICATION_MAX_ATTEMPTS`.
+//! - `connection`: no SMTP conversation at all (refused, reset, timed out, TLS). The server
+//!   is away, which says nothing about the message: from 2 s doubling to 5 minutes, so
+//!   delivery resumes soon after it returns, and dead only after
+//!   `NOTIFICATION_MAX_CONNECTION_ATTEMPTS` (about an hour and a half by default).
+//!
+//! Every state change is guarded by the state it leaves (`... AND status = 'pending'`), and
+//! each message keeps its `Message-ID` across attempts, so receivers can recognise a
+//! repeat. Limitation: a server that accepted a message but whose `250` reply was lost
+//! (connection cut at that instant) gets it again on the retry; the stable Message-ID is
+//! what lets it be recognised as the same message.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,11 +47,57 @@ pub enum Mailer {
     Files(AsyncFileTransport<Tokio1Executor>),
 }
 
-/// Why a send failed, which decides whether it is tried again.
+/// Why a send failed, which decides whether and when it is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    Permanent,
+    Transient,
+    Connection,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Permanent => "permanent",
+            Self::Transient => "transient",
+            Self::Connection => "connection",
+        }
+    }
+
+    /// The wait before the next try after `attempts` failed ones: exponential, capped,
+    /// with jitter so retries of many messages spread out.
+    pub fn retry_delay(self, attempts: i32) -> Duration {
+        let (first, cap) = match self {
+            Self::Transient => (Duration::from_secs(10), Duration::from_secs(3600)),
+            Self::Connection | Self::Permanent => {
+                (Duration::from_secs(2), Duration::from_secs(300))
+            }
+        };
+        let steps = usize::try_from(attempts.max(1) - 1).unwrap_or(0);
+        ExponentialBuilder::default()
+            .with_min_delay(first)
+            .with_max_delay(cap)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(steps)
+            .unwrap_or(cap)
+    }
+}
+
 #[derive(Debug)]
-pub enum SendFailure {
-    Permanent(String),
-    Temporary(String),
+pub struct SendFailure {
+    pub class: FailureClass,
+    pub detail: String,
+}
+
+impl SendFailure {
+    fn new(class: FailureClass, detail: impl std::fmt::Display) -> Self {
+        Self {
+            class,
+            detail: detail.to_string(),
+        }
+    }
 }
 
 impl Mailer {
@@ -57,17 +120,22 @@ impl Mailer {
     async fn send(&self, message: Message) -> Result<(), SendFailure> {
         match self {
             Self::Smtp(transport) => transport.send(message).await.map(|_| ()).map_err(|err| {
-                if err.is_permanent() {
-                    SendFailure::Permanent(err.to_string())
+                let class = if err.is_permanent() {
+                    FailureClass::Permanent
+                } else if err.is_transient() {
+                    FailureClass::Transient
                 } else {
-                    SendFailure::Temporary(err.to_string())
-                }
+                    // Connection refused or reset, timeouts, TLS, a garbled reply: the
+                    // conversation itself failed.
+                    FailureClass::Connection
+                };
+                SendFailure::new(class, err)
             }),
             Self::Files(transport) => transport
                 .send(message)
                 .await
                 .map(|_| ())
-                .map_err(|err| SendFailure::Temporary(err.to_string())),
+                .map_err(|err| SendFailure::new(FailureClass::Connection, err)),
         }
     }
 }
@@ -76,7 +144,10 @@ pub struct Notifier {
     pool: PgPool,
     mailer: Mailer,
     from: Mailbox,
+    /// Bound for transient (4xx) failures.
     max_attempts: i32,
+    /// Bound for connection failures.
+    max_connection_attempts: i32,
     wake: Arc<Notify>,
 }
 
@@ -105,7 +176,16 @@ impl Notifier {
             mailer,
             from,
             max_attempts,
+            max_connection_attempts: max_attempts.saturating_mul(3),
             wake,
+        }
+    }
+
+    /// Sets the bound for connection failures (three times `max_attempts` unless set).
+    pub fn with_connection_attempts(self, max_connection_attempts: i32) -> Self {
+        Self {
+            max_connection_attempts,
+            ..self
         }
     }
 
@@ -167,24 +247,32 @@ impl Notifier {
     async fn deliver(&self, message: Claimed) {
         let result = match self.build(&message) {
             Ok(email) => self.mailer.send(email).await,
-            Err(detail) => Err(SendFailure::Permanent(detail)),
+            Err(detail) => Err(SendFailure::new(FailureClass::Permanent, detail)),
         };
         let recorded = match result {
             Ok(()) => {
-                metrics::counter!("notifications_total", "outcome" => "sent").increment(1);
+                metrics::counter!("notifications_total", "outcome" => "sent", "class" => "")
+                    .increment(1);
                 self.mark_sent(&message).await
             }
-            Err(SendFailure::Permanent(detail)) => {
-                tracing::warn!(outbox.id = %message.id, error = %detail, "message refused for good");
-                self.mark_dead(&message, &detail).await
-            }
-            Err(SendFailure::Temporary(detail)) if message.attempts >= self.max_attempts => {
-                tracing::warn!(outbox.id = %message.id, error = %detail, "message gave up after retries");
-                self.mark_dead(&message, &detail).await
-            }
-            Err(SendFailure::Temporary(detail)) => {
-                metrics::counter!("notifications_total", "outcome" => "retry").increment(1);
-                self.schedule_retry(&message, &detail).await
+            Err(failure) => {
+                let bound = match failure.class {
+                    FailureClass::Permanent => 0,
+                    FailureClass::Transient => self.max_attempts,
+                    FailureClass::Connection => self.max_connection_attempts,
+                };
+                let class = failure.class.as_str();
+                if message.attempts >= bound {
+                    tracing::warn!(outbox.id = %message.id, failure.class = class, error = %failure.detail, attempts = message.attempts, "message dead-lettered");
+                    metrics::counter!("notifications_total", "outcome" => "dead", "class" => class)
+                        .increment(1);
+                    self.mark_dead(&message, &failure).await
+                } else {
+                    tracing::info!(outbox.id = %message.id, failure.class = class, error = %failure.detail, attempts = message.attempts, "message will be retried");
+                    metrics::counter!("notifications_total", "outcome" => "retry", "class" => class)
+                        .increment(1);
+                    self.schedule_retry(&message, &failure).await
+                }
             }
         };
         if let Err(err) = recorded {
@@ -222,48 +310,36 @@ impl Notifier {
         tx.commit().await
     }
 
-    async fn mark_dead(&self, message: &Claimed, detail: &str) -> sqlx::Result<()> {
-        metrics::counter!("notifications_total", "outcome" => "dead").increment(1);
+    async fn mark_dead(&self, message: &Claimed, failure: &SendFailure) -> sqlx::Result<()> {
         let mut tx = common::db::tenant_tx(&self.pool, message.tenant_id).await?;
         sqlx::query(
-            "UPDATE outbox SET status = 'dead', last_error = $3
+            "UPDATE outbox SET status = 'dead', last_error = $3, failure_class = $4, dead_at = now()
              WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
         )
         .bind(message.tenant_id)
         .bind(message.id)
-        .bind(detail)
+        .bind(&failure.detail)
+        .bind(failure.class.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await
     }
 
-    async fn schedule_retry(&self, message: &Claimed, detail: &str) -> sqlx::Result<()> {
-        let delay = retry_delay(message.attempts);
+    async fn schedule_retry(&self, message: &Claimed, failure: &SendFailure) -> sqlx::Result<()> {
+        let delay = failure.class.retry_delay(message.attempts);
         let mut tx = common::db::tenant_tx(&self.pool, message.tenant_id).await?;
         sqlx::query(
-            "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $3), last_error = $4
+            "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $3),
+                               last_error = $4, failure_class = $5
              WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
         )
         .bind(message.tenant_id)
         .bind(message.id)
         .bind(delay.as_secs_f64())
-        .bind(detail)
+        .bind(&failure.detail)
+        .bind(failure.class.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await
     }
-}
-
-/// The wait before the next try after `attempts` failed ones: exponential from two
-/// seconds, capped at an hour, with jitter so retries of many messages spread out.
-pub fn retry_delay(attempts: i32) -> Duration {
-    let steps = usize::try_from(attempts.max(1) - 1).unwrap_or(0);
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(2))
-        .with_max_delay(Duration::from_secs(3600))
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(steps)
-        .unwrap_or(Duration::from_secs(3600))
 }

@@ -283,6 +283,12 @@ impl SmtpSink {
 
     /// Starts on a given port (0 for any), keeping mail in `dir`.
     pub fn start_on(port: u16, refuse: &[&str], dir: tempfile::TempDir) -> Self {
+        Self::start_with(port, refuse, &[], dir)
+    }
+
+    /// Starts on a given port (0 for any), keeping mail in `dir`, answering 550 to the
+    /// `refuse` recipients and 451 (try again later) to the `defer` ones.
+    pub fn start_with(port: u16, refuse: &[&str], defer: &[&str], dir: tempfile::TempDir) -> Self {
         use std::io::{BufRead, BufReader};
         let script = std::env::var("SMTP_SINK").unwrap_or_else(|_| {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/smtp_sink.py").to_owned()
@@ -294,6 +300,9 @@ impl SmtpSink {
             .arg(dir.path());
         for address in refuse {
             command.args(["--refuse", address]);
+        }
+        for address in defer {
+            command.args(["--defer", address]);
         }
         let mut child = command
             .stdout(Stdio::piped())
