@@ -45,8 +45,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .smtp_from
         .parse()
         .context("SMTP_FROM is not a valid mailbox")?;
+    // The notifier has connections of its own: recording that a message went out must
+    // never wait behind the deciding transactions, since until it is recorded a crash would
+    // send the message again.
+    let notifier_pool = common::db::connect(&config.database_url, 4)
+        .await
+        .context("connecting the notifier to PostgreSQL")?;
     let notifier = Notifier::new(
-        pool.clone(),
+        notifier_pool,
         mailer,
         from,
         config.notification_max_attempts,

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -36,11 +36,17 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How many messages one claim takes, and how many are sent at once.
-const CLAIM_SIZE: i64 = 32;
-const SENDS_IN_FLIGHT: usize = 8;
+/// They are equal, so every claimed message is being sent from the moment it is claimed and
+/// the lease only has to cover one send.
+const CLAIM_SIZE: i64 = 16;
+const SENDS_IN_FLIGHT: usize = 16;
 /// How long a claimed message stays reserved for the loop that claimed it.
-const CLAIM_LEASE_SECONDS: i64 = 120;
+/// It covers one send (SMTP timeout 15 s) and recording its result; it is also how long the
+/// messages of a notifier that died mid-send wait before another takes them over.
+const CLAIM_LEASE_SECONDS: i64 = 30;
 
 pub enum Mailer {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
@@ -106,7 +112,7 @@ impl Mailer {
         match smtp_url {
             Some(url) => {
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?
-                    .timeout(Some(Duration::from_secs(15)))
+                    .timeout(Some(SMTP_TIMEOUT))
                     .build();
                 Ok(Self::Smtp(transport))
             }
@@ -249,34 +255,58 @@ impl Notifier {
             Ok(email) => self.mailer.send(email).await,
             Err(detail) => Err(SendFailure::new(FailureClass::Permanent, detail)),
         };
-        let recorded = match result {
-            Ok(()) => {
-                metrics::counter!("notifications_total", "outcome" => "sent", "class" => "")
-                    .increment(1);
-                self.mark_sent(&message).await
-            }
-            Err(failure) => {
-                let bound = match failure.class {
-                    FailureClass::Permanent => 0,
-                    FailureClass::Transient => self.max_attempts,
-                    FailureClass::Connection => self.max_connection_attempts,
-                };
-                let class = failure.class.as_str();
-                if message.attempts >= bound {
-                    tracing::warn!(outbox.id = %message.id, failure.class = class, error = %failure.detail, attempts = message.attempts, "message dead-lettered");
-                    metrics::counter!("notifications_total", "outcome" => "dead", "class" => class)
-                        .increment(1);
-                    self.mark_dead(&message, &failure).await
-                } else {
-                    tracing::info!(outbox.id = %message.id, failure.class = class, error = %failure.detail, attempts = message.attempts, "message will be retried");
-                    metrics::counter!("notifications_total", "outcome" => "retry", "class" => class)
-                        .increment(1);
-                    self.schedule_retry(&message, &failure).await
+        // A result is recorded again and again while the database is away (it was sent:
+        // forgetting that would send it twice once the lease runs out).
+        let record = || async {
+            match &result {
+                Ok(()) => self.mark_sent(&message).await,
+                Err(failure) if message.attempts >= self.bound(failure.class) => {
+                    self.mark_dead(&message, failure).await
                 }
+                Err(failure) => self.schedule_retry(&message, failure).await,
             }
         };
-        if let Err(err) = recorded {
-            tracing::error!(outbox.id = %message.id, error = %err, "could not record a send result");
+        let recorded = record
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_max_times(20),
+            )
+            .when(common::db::is_unavailable)
+            .await;
+        match (&result, recorded) {
+            (_, Err(err)) => {
+                // Limitation: if the database stays away longer than the retries (about half
+                // a minute), the message is sent again after its lease; its Message-ID is
+                // unchanged, so the receiver can tell.
+                tracing::error!(outbox.id = %message.id, error = %err, "could not record a send result");
+            }
+            (Ok(()), Ok(())) => {
+                metrics::counter!("notifications_total", "outcome" => "sent", "class" => "")
+                    .increment(1);
+            }
+            (Err(failure), Ok(())) => {
+                let class = failure.class.as_str();
+                let outcome = if message.attempts >= self.bound(failure.class) {
+                    tracing::warn!(outbox.id = %message.id, failure.class = class, error = %failure.detail, attempts = message.attempts, "message dead-lettered");
+                    "dead"
+                } else {
+                    tracing::info!(outbox.id = %message.id, failure.class = class, error = %failure.detail, attempts = message.attempts, "message will be retried");
+                    "retry"
+                };
+                metrics::counter!("notifications_total", "outcome" => outcome, "class" => class)
+                    .increment(1);
+            }
+        }
+    }
+
+    /// How many attempts a failure of this class is allowed.
+    fn bound(&self, class: FailureClass) -> i32 {
+        match class {
+            FailureClass::Permanent => 0,
+            FailureClass::Transient => self.max_attempts,
+            FailureClass::Connection => self.max_connection_attempts,
         }
     }
 

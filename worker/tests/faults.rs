@@ -371,10 +371,7 @@ async fn full_queue_answers_503_with_retry_after_per_tenant_and_in_all() {
     }
     assert_full(post("full-b", distinct_slot(&b, 2), "b-2".into()).await).await;
 
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM booking_requests")
-        .fetch_one(&system.pool)
-        .await
-        .unwrap();
+    let stored = support::stored_requests(&system.pool).await;
     assert_eq!(stored, 5, "nothing refused was stored");
 }
 
@@ -461,10 +458,7 @@ async fn redis_killed_and_restarted_loses_no_accepted_request() {
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["redis"], "down");
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM booking_requests")
-        .fetch_one(&system.pool)
-        .await
-        .unwrap();
+    let stored = support::stored_requests(&system.pool).await;
     assert_eq!(stored, 10, "the refused request was withdrawn");
 
     // Redis comes back with its append-only file; the api accepts again.

@@ -47,10 +47,7 @@ async fn same_key_and_body_while_in_flight_return_the_same_request() {
     assert_eq!(again["request_id"], first_id.as_str());
     assert_eq!(again["status"], "queued", "still in flight: {again}");
 
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM booking_requests")
-        .fetch_one(&system.pool)
-        .await
-        .unwrap();
+    let rows = support::stored_requests(&system.pool).await;
     assert_eq!(rows, 1);
 }
 
@@ -68,10 +65,7 @@ async fn concurrent_retries_with_one_key_store_one_request() {
     let answers = join_all((0..12).map(|_| post(&system, "racing", "k-race", &body))).await;
     let ids = join_all(answers.into_iter().map(accepted_id)).await;
     assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM booking_requests")
-        .fetch_one(&system.pool)
-        .await
-        .unwrap();
+    let rows = support::stored_requests(&system.pool).await;
     assert_eq!(rows, 1);
 }
 

@@ -268,6 +268,14 @@ pub fn booking_body(service: Uuid, resource: Option<Uuid>, start: &str, n: usize
     body
 }
 
+/// How many booking requests this database holds.
+pub async fn stored_requests(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM booking_requests")
+        .fetch_one(pool)
+        .await
+        .expect("count requests")
+}
+
 /// Counts this database's booking requests by status.
 pub async fn count_by_status(pool: &PgPool) -> std::collections::BTreeMap<String, i64> {
     sqlx::query_as::<_, (String, i64)>(
