@@ -280,6 +280,9 @@ async fn one_tenants_flood_does_not_hold_back_another_tenant() {
     let system = TestSystem::start_with(|config| {
         config.rate_limit_bookings_per_minute = 1_000_000;
         config.rate_limit_tenant_bookings_per_minute = 1_000_000;
+        // Few jobs at once, so that a consumer that held a job until its tenant's backlog
+        // was decided would leave the quiet tenant's job waiting behind the flood's.
+        config.worker_concurrency = 2;
     })
     .await;
     let flood = system.seed_tenant("flood", LONDON).await;
@@ -291,9 +294,11 @@ async fn one_tenants_flood_does_not_hold_back_another_tenant() {
         .collect();
     submit_all(&system, "flood", bodies).await;
 
-    // The worker starts with the flood's 800 jobs ahead of the quiet tenant's one.
+    // The worker starts on the flood's 800 jobs; once it is deciding them (its recovery
+    // pass is over), the quiet tenant's job joins the queue behind them.
     let mut system = system;
     system.start_worker();
+    wait_decided_beyond(&system, 0).await;
     let url = system
         .book_accepted("quiet", &distinct_slot(&quiet, 0))
         .await;
