@@ -25,6 +25,7 @@ pub struct Outcome {
 }
 
 const SETTLE: Duration = Duration::from_secs(90);
+const SMTP_OUTAGE: Duration = Duration::from_secs(120);
 
 /// Posts `bodies` (tenant index, body) with `parallel` clients, retrying each until it is
 /// accepted; returns the refusals met on the way.
@@ -293,6 +294,18 @@ pub async fn smtp_outage(drill: &Drill) -> anyhow::Result<Outcome> {
     .fetch_one(&scenario.pool)
     .await?;
 
+    // The server stays away for two minutes: long enough for the retries to back off to
+    // waits of a minute and more.
+    while started.elapsed() < SMTP_OUTAGE {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let backed_off: Option<f64> = sqlx::query_scalar(
+        "SELECT max(extract(epoch FROM next_attempt_at - now()))::float8 FROM outbox
+         WHERE status = 'pending'",
+    )
+    .fetch_one(&scenario.pool)
+    .await?;
+
     // Back, refusing one recipient for good.
     let sink = Sink::start(&drill.repo, port, &mail, &[refused])?;
     let back = Instant::now();
@@ -361,10 +374,13 @@ pub async fn smtp_outage(drill: &Drill) -> anyhow::Result<Outcome> {
         tally: scenario.tally(&mail).await?,
         recovery: Some(recovery),
         detail: format!(
-            "300 decided in {:.1}s with SMTP down ({retrying} messages retrying), \
-             dead-lettered={} {classes:?}, replays accepted={replayed} (of {} tries), \
-             dead after replay={still_dead}, recovery = server back to outbox settled",
+            "300 decided in {:.1}s with SMTP down ({retrying} messages retrying), down for {}s \
+             (next retry then up to {:.0}s away), dead-lettered={} {classes:?}, replays \
+             accepted={replayed} (of {} tries), dead after replay={still_dead}, recovery = \
+             server back to outbox settled",
             decided_in.as_secs_f64(),
+            SMTP_OUTAGE.as_secs(),
+            backed_off.unwrap_or_default(),
             dead.len(),
             dead.len() * 2,
         ),

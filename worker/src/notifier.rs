@@ -15,7 +15,10 @@
 //! - `connection`: no SMTP conversation at all (refused, reset, timed out, TLS). The server
 //!   is away, which says nothing about the message: from 2 s doubling to 5 minutes, so
 //!   delivery resumes soon after it returns, and dead only after
-//!   `NOTIFICATION_MAX_CONNECTION_ATTEMPTS` (about an hour and a half by default).
+//!   `NOTIFICATION_MAX_CONNECTION_ATTEMPTS` (about an hour and a half by default). While
+//!   messages wait for that reason, the notifier asks the server every few seconds whether
+//!   it is back (a NOOP on a fresh connection); once it is, they are due at once, so a long
+//!   outage does not end with minutes of backoff still to sit out.
 //!
 //! Every state change is guarded by the state it leaves (`... AND status = 'pending'`), and
 //! each message keeps its `Message-ID` across attempts, so receivers can recognise a
@@ -37,6 +40,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often an unreachable SMTP server is asked whether it is back.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// How many messages one claim takes, and how many are sent at once.
 /// They are equal, so every claimed message is being sent from the moment it is claimed and
@@ -123,6 +128,14 @@ impl Mailer {
         }
     }
 
+    /// Whether the SMTP server answers now. The folder of `.eml` files is not probed.
+    async fn reachable(&self) -> bool {
+        match self {
+            Self::Smtp(transport) => transport.test_connection().await.unwrap_or(false),
+            Self::Files(_) => false,
+        }
+    }
+
     async fn send(&self, message: Message) -> Result<(), SendFailure> {
         match self {
             Self::Smtp(transport) => transport.send(message).await.map(|_| ()).map_err(|err| {
@@ -198,7 +211,14 @@ impl Notifier {
     /// Sends due messages until `shutdown` resolves; wakes when told new messages exist,
     /// and at least once a second for retries that have come due.
     pub async fn run(&self, shutdown: CancellationToken) {
+        let mut last_probe = std::time::Instant::now();
         loop {
+            if last_probe.elapsed() >= PROBE_EVERY {
+                last_probe = std::time::Instant::now();
+                if let Err(err) = self.release_if_server_back().await {
+                    tracing::warn!(error = %err, "could not release messages waiting for the SMTP server");
+                }
+            }
             let sent = match self.send_due().await {
                 Ok(count) => count,
                 Err(err) => {
@@ -215,6 +235,37 @@ impl Notifier {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// When messages wait because the SMTP server could not be reached and the server
+    /// answers now, makes them due at once; returns how many.
+    pub async fn release_if_server_back(&self) -> sqlx::Result<u64> {
+        let mut tx = common::db::system_tx(&self.pool).await?;
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending'
+                            AND failure_class = 'connection' AND next_attempt_at > now())",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !waiting || !self.mailer.reachable().await {
+            return Ok(0);
+        }
+        // Limitation: every waiting message becomes due together; claims of CLAIM_SIZE at
+        // a time are what spreads them over the returning server.
+        let released = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = now()
+             WHERE status = 'pending' AND failure_class = 'connection' AND next_attempt_at > now()",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        tracing::info!(
+            released,
+            "the SMTP server answers again; waiting messages are due"
+        );
+        self.wake.notify_one();
+        Ok(released)
     }
 
     /// Claims and sends one batch of due messages; returns how many were claimed.

@@ -165,6 +165,40 @@ async fn server_down_means_retry_with_backoff_then_delivery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_back_after_a_long_outage_releases_the_waiting_messages_at_once() {
+    let system = TestSystem::start_without_worker().await;
+    confirmed_bookings(&system, "longwait", &["later@example.com"]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let notifier = notifier(&system, &format!("smtp://127.0.0.1:{port}"), 5);
+    assert_eq!(notifier.send_due().await.unwrap(), 2);
+    // A long outage: the next retry is far off (as after many failed attempts).
+    sqlx::query("UPDATE outbox SET next_attempt_at = now() + interval '4 minutes'")
+        .execute(&system.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        notifier.release_if_server_back().await.unwrap(),
+        0,
+        "nothing is released while the server is still away"
+    );
+
+    let sink = SmtpSink::start_on(port, &[], tempfile::tempdir().unwrap());
+    assert_eq!(notifier.release_if_server_back().await.unwrap(), 2);
+    assert_eq!(notifier.send_due().await.unwrap(), 2);
+    assert_eq!(sink.messages().len(), 2);
+    assert!(
+        statuses(&system)
+            .await
+            .iter()
+            .all(|(_, status, _)| status == "sent")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_dead_lettered_after_the_attempt_limit() {
     let system = TestSystem::start_without_worker().await;
     confirmed_bookings(&system, "hopeless", &["never@example.com"]).await;
