@@ -45,6 +45,15 @@ fn notifier(system: &TestSystem, smtp_url: &str, max_attempts: i32) -> Notifier 
     )
 }
 
+/// A port with nothing listening: one the OS handed out and that is closed again.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 async fn statuses(system: &TestSystem) -> Vec<(String, String, i32)> {
     sqlx::query_as("SELECT recipient, status, attempts FROM outbox ORDER BY recipient")
         .fetch_all(&system.pool)
@@ -129,12 +138,7 @@ async fn refused_recipient_is_dead_lettered_and_holds_up_nobody() {
 async fn server_down_means_retry_with_backoff_then_delivery() {
     let system = TestSystem::start_without_worker().await;
     confirmed_bookings(&system, "patient", &["wait@example.com"]).await;
-    // A port with nothing listening: take one from the OS and close it again.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let url = format!("smtp://127.0.0.1:{port}");
     let notifier = notifier(&system, &url, 5);
 
@@ -168,11 +172,7 @@ async fn server_down_means_retry_with_backoff_then_delivery() {
 async fn server_back_after_a_long_outage_releases_the_waiting_messages_at_once() {
     let system = TestSystem::start_without_worker().await;
     confirmed_bookings(&system, "longwait", &["later@example.com"]).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let notifier = notifier(&system, &format!("smtp://127.0.0.1:{port}"), 5);
     assert_eq!(notifier.send_due().await.unwrap(), 2);
     // A long outage: the next retry is far off (as after many failed attempts).
@@ -202,11 +202,7 @@ async fn server_back_after_a_long_outage_releases_the_waiting_messages_at_once()
 async fn messages_are_dead_lettered_after_the_attempt_limit() {
     let system = TestSystem::start_without_worker().await;
     confirmed_bookings(&system, "hopeless", &["never@example.com"]).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port();
     let notifier =
         notifier(&system, &format!("smtp://127.0.0.1:{port}"), 8).with_connection_attempts(3);
 
