@@ -524,9 +524,11 @@ pub async fn tenant_flood(drill: &Drill) -> anyhow::Result<Outcome> {
         })
         .buffer_unordered(24)
         .collect::<Vec<Answer>>();
-    // The others: one request every 100 ms each, while the flood lasts.
+    // The others: one request every 100 ms each, once the flood is under way.
     let others = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        while scenario.accepted.lock().expect("accepted list").len() < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         for n in 0..40 {
             for tenant in 1..3 {
                 scenario
@@ -579,6 +581,12 @@ pub async fn tenant_flood(drill: &Drill) -> anyhow::Result<Outcome> {
     })
 }
 
+async fn stored(scenario: &Scenario<'_>) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM booking_requests")
+        .fetch_one(&scenario.pool)
+        .await?)
+}
+
 /// SIGTERM to the worker mid-drain, then to the api with requests in flight.
 pub async fn sigterm(drill: &Drill) -> anyhow::Result<Outcome> {
     let mut scenario = Scenario::start(drill, "sigterm", 3, &[]).await?;
@@ -611,8 +619,12 @@ pub async fn sigterm(drill: &Drill) -> anyhow::Result<Outcome> {
         }
     });
     let api = scenario.api.as_ref().context("the api runs")?;
+    let stored_before = stored(&scenario).await?;
     let (answers, terminated) = tokio::join!(join_all(posts), async {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // As soon as the api is storing the first of them.
+        while stored(&scenario).await? == stored_before {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         terminate(api)
     });
     terminated?;
@@ -642,8 +654,8 @@ pub async fn sigterm(drill: &Drill) -> anyhow::Result<Outcome> {
         recovery: Some(worker_exit),
         detail: format!(
             "worker exit={status} after {:.2}s with {decided_by_then} decided, left processing={half_done}, \
-             decided twice={charged_twice}; api exit={api_status}, in-flight answered={answered}/64, \
-             stored but unanswered={unannounced}; recovery = SIGTERM to worker exit",
+             decided twice={charged_twice}; api exit={api_status}, bookings sent around its SIGTERM answered={answered}/64 \
+             (the rest were not let in), stored but never answered={unannounced}; recovery = SIGTERM to worker exit",
             worker_exit.as_secs_f64()
         ),
     })

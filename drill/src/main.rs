@@ -129,6 +129,7 @@ async fn run() -> anyhow::Result<bool> {
 
     let started = Instant::now();
     let mut all_kept = true;
+    let mut repeats_after_sigkill = 0;
     for (name, fault, allowed) in faults() {
         if wanted
             .as_ref()
@@ -146,6 +147,9 @@ async fn run() -> anyhow::Result<bool> {
                     && (tally.duplicate_messages == 0 || allowed.repeats_after_sigkill)
                     && status("failed") <= allowed.failed;
                 all_kept &= kept;
+                if allowed.repeats_after_sigkill {
+                    repeats_after_sigkill += tally.duplicate_messages;
+                }
                 println!(
                     "{name:<17} {} accepted={} confirmed={} rejected={} failed={} \
                      double_bookings={} lost={} duplicate_messages={} recovery={} ({:.0}s) | {}",
@@ -174,7 +178,8 @@ async fn run() -> anyhow::Result<bool> {
         }
     }
     println!(
-        "drill finished in {:.0}s: {}",
+        "drill finished in {:.0}s: {}; messages repeated after SIGKILL (same Message-ID; \
+         delivery is at least once): {repeats_after_sigkill}",
         started.elapsed().as_secs_f64(),
         if all_kept {
             "every promise kept"
