@@ -20,6 +20,10 @@ use uuid::Uuid;
 
 use crate::problem::Problem;
 
+// Limitation: the bound is soft across api processes (each adds only what it accepted
+// itself between counts); a shared counter, say a Redis INCR/DECR kept by api and worker,
+// would make it exact at the price of one more round trip per request.
+
 /// How long a counted depth is trusted.
 const FRESH_FOR: Duration = Duration::from_millis(250);
 /// What a refused client is told to wait.
