@@ -487,3 +487,78 @@ async fn redis_killed_and_restarted_loses_no_accepted_request() {
     assert_eq!(counts.get("confirmed"), Some(&accepted), "{counts:?}");
     assert_eq!(double_bookings(&system.pool).await, 0);
 }
+
+/// What a PostgreSQL restart does to a worker: its connections are cut by the server in the
+/// middle of a decision. Cut a decision more often than `MAX_DECISION_ATTEMPTS` allows,
+/// and the request is still decided, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_cut_mid_decision_never_fail_a_request() {
+    let system = TestSystem::start_without_worker().await;
+    let tenant = system.seed_tenant("outage", LONDON).await;
+    let url = system
+        .book_accepted("outage", &distinct_slot(&tenant, 0))
+        .await;
+    let max_attempts = system.config.max_decision_attempts;
+    let engine_pool = common::db::connect(&system.config.database_url, 2)
+        .await
+        .unwrap();
+    let engine = worker::engine::Engine::new(engine_pool, max_attempts);
+
+    for cut in 0..max_attempts + 2 {
+        // Hold the bookings table, so the decision waits inside its transaction...
+        let mut blocker = system.pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE bookings IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let deciding = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.drain_tenant(tenant.id).await })
+        };
+        // ...and once it waits there, the server terminates its connection.
+        let deadline = Instant::now() + FINAL_WITHIN;
+        let waiting: i32 = loop {
+            let waiting: Option<i32> = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_optional(&system.pool)
+            .await
+            .unwrap();
+            if let Some(pid) = waiting {
+                break pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the decision never reached the bookings"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(waiting)
+            .fetch_one(&system.pool)
+            .await
+            .unwrap();
+        assert!(terminated);
+        blocker.rollback().await.unwrap();
+
+        let outcome = deciding.await.unwrap();
+        assert!(outcome.is_err(), "cut {cut}: the decision was interrupted");
+        let (status, attempts): (String, i32) =
+            sqlx::query_as("SELECT status, attempts FROM booking_requests")
+                .fetch_one(&system.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            (status.as_str(), attempts),
+            ("processing", 0),
+            "cut {cut}: still open, and the attempt was given back"
+        );
+    }
+
+    let decisions = engine.drain_tenant(tenant.id).await.unwrap();
+    assert_eq!(decisions.len(), 1);
+    let decided = system.wait_final(&url, FINAL_WITHIN).await;
+    assert_eq!(decided["status"], "confirmed", "{decided}");
+    assert_eq!(double_bookings(&system.pool).await, 0);
+}
