@@ -12,15 +12,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::engine::{Decision, Engine, Outcome};
-
-/// A ring of the doorbell; `Some` when the caller waits for the drain's result.
-type Ring = Option<oneshot::Sender<Result<(), String>>>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the tenant actors are shutting down")]
@@ -30,7 +27,7 @@ pub struct ActorsStopped;
 pub struct TenantActors {
     engine: Engine,
     outbox_wake: Arc<Notify>,
-    mailboxes: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Ring>>>>,
+    mailboxes: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<()>>>>,
     stop: CancellationToken,
     running: TaskTracker,
 }
@@ -48,19 +45,7 @@ impl TenantActors {
 
     /// Asks the tenant's actor to drain its open requests, without waiting for it.
     pub fn wake(&self, tenant_id: Uuid) -> Result<(), ActorsStopped> {
-        self.mailbox(tenant_id)?
-            .send(None)
-            .map_err(|_| ActorsStopped)
-    }
-
-    /// Drains the tenant's open requests and waits until that drain has committed.
-    pub async fn drain(&self, tenant_id: Uuid) -> Result<(), String> {
-        let (reply, done) = oneshot::channel();
-        self.mailbox(tenant_id)
-            .map_err(|e| e.to_string())?
-            .send(Some(reply))
-            .map_err(|_| ActorsStopped.to_string())?;
-        done.await.map_err(|_| ActorsStopped.to_string())?
+        self.mailbox(tenant_id)?.send(()).map_err(|_| ActorsStopped)
     }
 
     /// Stops every actor after the batch it is deciding has committed, and waits for them.
@@ -70,7 +55,7 @@ impl TenantActors {
         self.running.wait().await;
     }
 
-    fn mailbox(&self, tenant_id: Uuid) -> Result<mpsc::UnboundedSender<Ring>, ActorsStopped> {
+    fn mailbox(&self, tenant_id: Uuid) -> Result<mpsc::UnboundedSender<()>, ActorsStopped> {
         if self.stop.is_cancelled() {
             return Err(ActorsStopped);
         }
@@ -95,26 +80,23 @@ async fn run_actor(
     tenant_id: Uuid,
     engine: Engine,
     outbox_wake: Arc<Notify>,
-    mut mailbox: mpsc::UnboundedReceiver<Ring>,
+    mut mailbox: mpsc::UnboundedReceiver<()>,
     stop: CancellationToken,
 ) {
     // Limitation: an actor lives as long as the process; with very many tenants, idle
     // actors would want retiring after a quiet period.
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            ring = mailbox.recv() => match ring {
-                Some(ring) => ring,
-                None => return,
+            ring = mailbox.recv() => if ring.is_none() {
+                return;
             },
-        };
-        let mut waiting: Vec<_> = first.into_iter().collect();
-        while let Ok(more) = mailbox.try_recv() {
-            waiting.extend(more);
         }
+        // Rings that came in meanwhile are all served by this drain.
+        while mailbox.try_recv().is_ok() {}
 
-        let result = match engine.drain_tenant_until(tenant_id, &stop).await {
+        match engine.drain_tenant_until(tenant_id, &stop).await {
             Ok(decisions) => {
                 record(&decisions);
                 if decisions
@@ -123,17 +105,12 @@ async fn run_actor(
                 {
                     outbox_wake.notify_one();
                 }
-                Ok(())
             }
             Err(err) => {
                 // The sweeper rings again within seconds; an outage costs no attempts.
                 tracing::error!(tenant.id = %tenant_id, error = %err, "tenant drain failed");
                 metrics::counter!("worker_job_errors_total", "kind" => "drain").increment(1);
-                Err(err.to_string())
             }
-        };
-        for reply in waiting {
-            let _ = reply.send(result.clone());
         }
     }
 }
