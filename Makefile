@@ -6,6 +6,7 @@
 #   make down    stop everything (data under DATA_DIR is kept)
 #   make status  what is running
 #   make test    every test, against throwaway services (scripts/test.sh)
+#   make drill   every fault against the real processes, one line each (scripts/drill.sh)
 #   make fmt     check formatting; make lint: clippy with warnings as errors
 #
 # Every setting comes from the environment or the command line (`make up API_ADDR=...`);
@@ -36,10 +37,10 @@ export DATA_DIR PG_PORT REDIS_PORT DATABASE_URL REDIS_URL OUTBOX_DIR API_ADDR \
 
 RELEASE := target/release
 
-.PHONY: help up demo down status test fmt lint
+.PHONY: help up demo down status test drill fmt lint
 
 help:
-	@sed -n '4,10s/^#  //p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '4,11s/^#  //p' $(firstword $(MAKEFILE_LIST))
 
 up:
 	scripts/services.sh up
@@ -73,6 +74,9 @@ status:
 
 test:
 	scripts/test.sh
+
+drill:
+	scripts/drill.sh
 
 fmt:
 	cargo fmt --all -- --check

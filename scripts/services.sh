@@ -7,6 +7,11 @@
 #   scripts/services.sh down      stop both (data is kept)
 #   scripts/services.sh status    show whether each one answers; exit 0 only if both do
 #   scripts/services.sh clean     stop both and delete their data
+#   scripts/services.sh postgres-stop | postgres-start | redis-kill | redis-start
+#                                 one server alone, for the fault drill: a fast PostgreSQL
+#                                 shutdown and a start; Redis killed with SIGKILL (no
+#                                 shutdown, only what the append-only file holds survives)
+#                                 and a start
 #   scripts/services.sh deps [--test]
 #                                 only install missing packages (servers, curl, make); --test
 #                                 adds the test tools (promtool from `prometheus`,
@@ -401,11 +406,22 @@ case "${1:-}" in
     down) cmd_down ;;
     status) cmd_status ;;
     clean) cmd_clean ;;
+    postgres-stop) pg_down ;;
+    postgres-start) pg_up ;;
+    redis-kill)
+        if pid="$(redis_pid)"; then
+            log "killing Redis (pid $pid) with SIGKILL"
+            kill -KILL "$pid"
+            while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        fi
+        rm -f "$REDIS_PIDFILE"
+        ;;
+    redis-start) redis_up ;;
     deps)
         if [[ "${2:-}" == --test ]]; then install_packages 1; else install_packages 0; fi
         ;;
     *)
-        echo "usage: $0 up|down|status|clean|deps [--test]" >&2
+        echo "usage: $0 up|down|status|clean|postgres-stop|postgres-start|redis-kill|redis-start|deps [--test]" >&2
         exit 2
         ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A real SMTP server for tests: accepts mail and writes each message to a folder.
 
-    smtp_sink.py --host 127.0.0.1 --port 0 --dir D [--refuse ADDR ...]
+    smtp_sink.py --host 127.0.0.1 --port 0 --dir D [--refuse ADDR ...] [--defer ADDR ...]
 
 Each accepted message becomes D/<n>.eml (n = 1, 2, ...; continuing after the highest number
 already in D), written under a temporary name and renamed, so a reader never sees half a
@@ -10,6 +10,8 @@ in one `X-Envelope-To: a@x, b@y` header.
 
 RCPT TO for an address given with --refuse (case-insensitive, repeatable) is answered
 `550 5.1.1 mailbox unavailable`; the other recipients of the same message are still accepted.
+RCPT TO for an address given with --defer is answered `451 4.2.0 mailbox busy; try again
+later`, a temporary refusal.
 
 Once listening, prints `LISTENING <port>` on stdout (the bound port, useful with --port 0)
 and flushes. SIGTERM or SIGINT stops it cleanly with exit status 0.
@@ -36,15 +38,17 @@ except ImportError:
     sys.exit("smtp_sink: aiosmtpd is missing; install python3-aiosmtpd")
 
 REFUSED_REPLY = "550 5.1.1 mailbox unavailable"
+DEFERRED_REPLY = "451 4.2.0 mailbox busy; try again later"
 MESSAGE_NAME = re.compile(r"^(\d+)\.eml$")
 
 
 class FolderHandler:
     """aiosmtpd handler: refuses listed recipients and stores each message as a file."""
 
-    def __init__(self, folder, refused):
+    def __init__(self, folder, refused, deferred):
         self.folder = folder
         self.refused = {address.lower() for address in refused}
+        self.deferred = {address.lower() for address in deferred}
         self.last_number = max(
             (int(m.group(1)) for m in map(MESSAGE_NAME.match, os.listdir(folder)) if m),
             default=0,
@@ -53,6 +57,8 @@ class FolderHandler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.lower() in self.refused:
             return REFUSED_REPLY
+        if address.lower() in self.deferred:
+            return DEFERRED_REPLY
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -79,12 +85,15 @@ def parse_args():
     parser.add_argument(
         "--refuse", action="append", default=[], metavar="ADDR", help="answer 550 to RCPT TO ADDR"
     )
+    parser.add_argument(
+        "--defer", action="append", default=[], metavar="ADDR", help="answer 451 to RCPT TO ADDR"
+    )
     return parser.parse_args()
 
 
 async def serve(args):
     os.makedirs(args.dir, exist_ok=True)
-    handler = FolderHandler(args.dir, args.refuse)
+    handler = FolderHandler(args.dir, args.refuse, args.defer)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="smtp-sink", enable_SMTPUTF8=True, loop=loop),

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod backpressure;
 pub mod client_ip;
 pub mod cors;
 pub mod credentials;
@@ -45,6 +46,7 @@ pub struct AppState {
     pub queue: BookingQueue,
     pub limits: Arc<RateLimits>,
     pub metrics: PrometheusHandle,
+    pub queue_depth: Arc<backpressure::QueueDepth>,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
             queue,
             limits,
             metrics: common::telemetry::install_recorder(),
+            queue_depth: Arc::default(),
         })
     }
 }

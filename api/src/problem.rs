@@ -169,6 +169,20 @@ impl Problem {
         }
     }
 
+    /// The booking queue holds as many open requests as it may; nothing was accepted.
+    pub fn queue_full(retry_after_seconds: u64) -> Self {
+        Self {
+            retry_after_seconds: Some(retry_after_seconds),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue-full",
+                "Booking queue full",
+                "too many booking requests are waiting to be decided; retry after the time \
+                 given in Retry-After",
+            )
+        }
+    }
+
     pub fn timeout() -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -224,7 +238,7 @@ pub async fn ensure_problem(response: Response) -> Response {
 impl From<sqlx::Error> for Problem {
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            err if common::db::is_unavailable(&err) => {
                 tracing::warn!(http.request_id = %request_id::current(), error = %err, "database unavailable");
                 Self::unavailable("the booking database is unavailable; retry shortly")
             }

@@ -52,10 +52,23 @@ pub struct Config {
     pub worker_concurrency: usize,
     /// A request whose decision crashed or errored this many times is marked failed.
     pub max_decision_attempts: i32,
+    /// A message refused with temporary (4xx) replies this often is dead-lettered.
     pub notification_max_attempts: i32,
+    /// A message that could not reach the SMTP server this often is dead-lettered.
+    pub notification_max_connection_attempts: i32,
     pub heartbeat_interval: Duration,
     /// The key customers' manage links are derived from (see [`crate::manage`]).
     pub manage_link_secret: String,
+    /// The api refuses new booking requests (503) while this many are open in all.
+    pub queue_max_depth: i64,
+    /// ... or while this many are open for the requesting tenant, so one tenant's flood
+    /// fills its own share and not everyone's.
+    pub queue_max_tenant_depth: i64,
+    /// How long an `Idempotency-Key` is remembered; afterwards it may name a new request.
+    pub idempotency_key_ttl: Duration,
+    /// Fault drill hook: the worker aborts when deciding a request whose notes contain this.
+    /// Refused in production.
+    pub fault_crash_on_notes: Option<String>,
 }
 
 const DEV_DATABASE_URL: &str = "postgres://booking:booking@127.0.0.1:55432/booking";
@@ -135,8 +148,21 @@ impl Config {
             worker_concurrency: parse_var("WORKER_CONCURRENCY", "64")?,
             max_decision_attempts: parse_var("MAX_DECISION_ATTEMPTS", "5")?,
             notification_max_attempts: parse_var("NOTIFICATION_MAX_ATTEMPTS", "8")?,
+            notification_max_connection_attempts: parse_var(
+                "NOTIFICATION_MAX_CONNECTION_ATTEMPTS",
+                "24",
+            )?,
             heartbeat_interval: Duration::from_secs(parse_var("WORKER_HEARTBEAT_SECONDS", "2")?),
             manage_link_secret,
+            queue_max_depth: parse_var("QUEUE_MAX_DEPTH", "100000")?,
+            queue_max_tenant_depth: parse_var("QUEUE_MAX_TENANT_DEPTH", "20000")?,
+            idempotency_key_ttl: Duration::from_secs(
+                parse_var::<u64>("IDEMPOTENCY_KEY_TTL_HOURS", "24")? * 3600,
+            ),
+            fault_crash_on_notes: fault_hook(
+                env::var("WORKER_FAULT_CRASH_ON_NOTES").ok(),
+                production,
+            )?,
         })
     }
 }
@@ -152,6 +178,16 @@ pub fn check_manage_link_secret(secret: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `WORKER_FAULT_CRASH_ON_NOTES`: a drill hook that crashes the worker on purpose, so it is
+/// never accepted in production.
+fn fault_hook(value: Option<String>, production: bool) -> anyhow::Result<Option<String>> {
+    let marker = value.filter(|m| !m.is_empty());
+    if production && marker.is_some() {
+        bail!("WORKER_FAULT_CRASH_ON_NOTES is a fault-drill hook and is refused in production");
+    }
+    Ok(marker)
 }
 
 /// Passwords that ship with this project or with the servers' packages: never in production.
@@ -345,6 +381,15 @@ mod tests {
         assert!(refused(good_db, super::DEV_REDIS_URL, smtp).contains("REDIS_URL"));
         assert!(refused(good_db, "redis://:redis@r", smtp).contains("default password"));
         assert!(refused(good_db, good_redis, None).contains("SMTP_URL"));
+    }
+
+    #[test]
+    fn the_crash_drill_hook_is_refused_in_production() {
+        let marker = || Some("CRASH-ME".to_owned());
+        assert!(fault_hook(marker(), true).is_err());
+        assert_eq!(fault_hook(marker(), false).unwrap(), marker());
+        assert_eq!(fault_hook(Some(String::new()), true).unwrap(), None);
+        assert_eq!(fault_hook(None, true).unwrap(), None);
     }
 
     #[test]

@@ -80,3 +80,24 @@ pub async fn tenant_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Tenant>, sql
     .fetch_optional(pool)
     .await
 }
+
+/// Whether an error says the database could not be reached or is going away (connection
+/// refused or dropped, pool exhausted, server shutting down or starting up), as opposed to
+/// a statement the database refused. Work that failed this way was not the work's fault and
+/// is retried without counting against it.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exceptions; 57P01-57P03: admin shutdown, crash shutdown,
+            // cannot connect now; 53300: too many connections.
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}

@@ -1,26 +1,35 @@
 //! Tenant actors: one task per tenant that decides that tenant's requests one batch at a
 //! time, so decisions within a tenant never race, while tenants proceed in parallel.
 //!
-//! Anyone may ask an actor to drain its tenant (the queue consumer for each job, the sweeper
-//! for requests the queue lost). Requests that arrive while a drain runs are served by the
-//! next drain together, so a burst costs a few drains, not one per request. Across worker
-//! processes the tenant's advisory lock keeps the same order.
+//! Anyone may ring an actor's doorbell (the queue consumer for each job, the sweeper for
+//! requests that stayed open, the startup recovery pass). Rings that arrive while a drain
+//! runs are served by the next drain together, so a burst costs a few drains, not one per
+//! request. Across worker processes the tenant's advisory lock keeps the same order.
+//!
+//! At shutdown each actor finishes the batch it is deciding (its transaction commits) and
+//! stops before the next one; what is left open stays `queued` for the next worker.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::engine::{Decision, Engine, Outcome};
 
-type Reply = oneshot::Sender<Result<(), String>>;
+#[derive(Debug, thiserror::Error)]
+#[error("the tenant actors are shutting down")]
+pub struct ActorsStopped;
 
 #[derive(Clone)]
 pub struct TenantActors {
     engine: Engine,
     outbox_wake: Arc<Notify>,
-    mailboxes: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Reply>>>>,
+    mailboxes: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<()>>>>,
+    stop: CancellationToken,
+    running: TaskTracker,
 }
 
 impl TenantActors {
@@ -29,33 +38,41 @@ impl TenantActors {
             engine,
             outbox_wake,
             mailboxes: Arc::default(),
+            stop: CancellationToken::new(),
+            running: TaskTracker::new(),
         }
     }
 
-    /// Drains the tenant's open requests and waits until that drain has committed.
-    pub async fn drain(&self, tenant_id: Uuid) -> Result<(), String> {
-        let (reply, done) = oneshot::channel();
-        self.mailbox(tenant_id)
-            .send(reply)
-            .map_err(|_| "the tenant actor stopped".to_owned())?;
-        done.await
-            .map_err(|_| "the tenant actor stopped".to_owned())?
+    /// Asks the tenant's actor to drain its open requests, without waiting for it.
+    pub fn wake(&self, tenant_id: Uuid) -> Result<(), ActorsStopped> {
+        self.mailbox(tenant_id)?.send(()).map_err(|_| ActorsStopped)
     }
 
-    fn mailbox(&self, tenant_id: Uuid) -> mpsc::UnboundedSender<Reply> {
+    /// Stops every actor after the batch it is deciding has committed, and waits for them.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.running.close();
+        self.running.wait().await;
+    }
+
+    fn mailbox(&self, tenant_id: Uuid) -> Result<mpsc::UnboundedSender<()>, ActorsStopped> {
+        if self.stop.is_cancelled() {
+            return Err(ActorsStopped);
+        }
         let mut mailboxes = self.mailboxes.lock().expect("actor registry poisoned");
         if let Some(sender) = mailboxes.get(&tenant_id).filter(|s| !s.is_closed()) {
-            return sender.clone();
+            return Ok(sender.clone());
         }
         let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run_actor(
+        self.running.spawn(run_actor(
             tenant_id,
             self.engine.clone(),
             self.outbox_wake.clone(),
             receiver,
+            self.stop.clone(),
         ));
         mailboxes.insert(tenant_id, sender.clone());
-        sender
+        Ok(sender)
     }
 }
 
@@ -63,17 +80,23 @@ async fn run_actor(
     tenant_id: Uuid,
     engine: Engine,
     outbox_wake: Arc<Notify>,
-    mut mailbox: mpsc::UnboundedReceiver<Reply>,
+    mut mailbox: mpsc::UnboundedReceiver<()>,
+    stop: CancellationToken,
 ) {
     // Limitation: an actor lives as long as the process; with very many tenants, idle
     // actors would want retiring after a quiet period.
-    while let Some(first) = mailbox.recv().await {
-        let mut waiting = vec![first];
-        while let Ok(more) = mailbox.try_recv() {
-            waiting.push(more);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            ring = mailbox.recv() => if ring.is_none() {
+                return;
+            },
         }
+        // Rings that came in meanwhile are all served by this drain.
+        while mailbox.try_recv().is_ok() {}
 
-        let result = match engine.drain_tenant(tenant_id).await {
+        match engine.drain_tenant_until(tenant_id, &stop).await {
             Ok(decisions) => {
                 record(&decisions);
                 if decisions
@@ -82,16 +105,12 @@ async fn run_actor(
                 {
                     outbox_wake.notify_one();
                 }
-                Ok(())
             }
             Err(err) => {
+                // The sweeper rings again within seconds; an outage costs no attempts.
                 tracing::error!(tenant.id = %tenant_id, error = %err, "tenant drain failed");
                 metrics::counter!("worker_job_errors_total", "kind" => "drain").increment(1);
-                Err(err.to_string())
             }
-        };
-        for reply in waiting {
-            let _ = reply.send(result.clone());
         }
     }
 }

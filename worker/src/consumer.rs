@@ -1,6 +1,18 @@
-//! The apalis consumer: each job names a booking request; handling it means draining that
-//! request's tenant through the tenant actor. A job is acknowledged only after the drain
-//! committed, so a crash before that leaves it to be redelivered.
+//! The apalis consumer. A job is a doorbell: it names a booking request, whose durable
+//! record is its row in PostgreSQL. Handling a job rings the tenant's actor and returns at
+//! once, so the next job, whichever tenant it belongs to, is read within milliseconds.
+//!
+//! Why not wait for the decision: Redis holds one FIFO queue for every tenant. A handler
+//! that waited for its tenant's drain would let one tenant's flood occupy every handler
+//! slot, and another tenant's job would sit behind the whole flood. Ringing and returning
+//! lets each tenant's actor decide in parallel with the others, so a flood delays only the
+//! flooding tenant.
+//!
+//! What makes acknowledging before the decision safe: the request row is committed before
+//! the job is queued; a worker that dies after acknowledging leaves the row open, and the
+//! startup recovery pass (on any worker that starts) and the sweeper (every second, on
+//! every worker) ring the actor of every tenant with an open request. No accepted request
+//! depends on the job surviving.
 
 use std::time::Duration;
 
@@ -8,13 +20,19 @@ use apalis::prelude::*;
 use common::config::Config;
 use common::jobs::{BookingJob, BookingQueue};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::actors::TenantActors;
 
-/// apalis would retry a failing job 25 times; past this many tries the job is aborted and
-/// the request is left to the sweeper, which drains from the database.
+/// A job fails only while the worker is shutting down (the actors are stopped); apalis then
+/// reschedules it. Past this many tries it is aborted; the sweeper still finds the request.
 const MAX_JOB_ATTEMPTS: usize = 10;
+
+/// A consumer that ran at least this long before it stopped is restarted after the shortest
+/// pause again: its failure is a new one, not the same one repeating.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// Longest pause between consumer restarts (Redis down for long, say).
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(5);
+const MIN_RESTART_PAUSE: Duration = Duration::from_millis(250);
 
 /// How often an idle consumer asks Redis for new jobs. Without it, an idle consumer only
 /// looks again at its next heartbeat, which would add up to a heartbeat to the latency of
@@ -29,9 +47,10 @@ pub async fn run(
     config: &Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut pause = Duration::from_millis(250);
+    let mut pause = MIN_RESTART_PAUSE;
     for generation in 0u64.. {
         let name = format!("{}-{generation}", config.worker_name);
+        let started = std::time::Instant::now();
         let stopped = consume(
             &name,
             queue.clone(),
@@ -50,11 +69,14 @@ pub async fn run(
             }
         }
         metrics::counter!("worker_job_errors_total", "kind" => "consumer_restart").increment(1);
+        if started.elapsed() >= HEALTHY_RUN {
+            pause = MIN_RESTART_PAUSE;
+        }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(Duration::from_secs(30));
+        pause = (pause * 2).min(MAX_RESTART_PAUSE);
     }
     Ok(())
 }
@@ -95,7 +117,8 @@ async fn handle_job(
         tenant.slug = %job.tenant_slug,
         request.id = %job.request_id,
     );
-    match actors.drain(job.tenant_id).instrument(span).await {
+    let _entered = span.enter();
+    match actors.wake(job.tenant_id) {
         Ok(()) => Ok(()),
         Err(err) if attempt.current() + 1 >= MAX_JOB_ATTEMPTS => Err(AbortError::new(err).into()),
         Err(err) => Err(err.into()),

@@ -16,6 +16,7 @@ use common::domain::{BookingRequestPayload, Customer, RejectReason, Tenant};
 use common::manage;
 use common::rules::{self, Refusal, ResourceHours, ServiceRules};
 use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::messages::{self, Event};
@@ -37,6 +38,8 @@ pub struct Engine {
     max_attempts: i32,
     /// With a secret, every new booking gets a manage link (see [`common::manage`]).
     manage_link_secret: Option<Arc<str>>,
+    /// Drill hook: abort the process when deciding a request whose notes contain this.
+    crash_marker: Option<String>,
 }
 
 /// What happened to one request, reported after the transaction commits.
@@ -78,6 +81,16 @@ impl Engine {
             pool,
             max_attempts,
             manage_link_secret: None,
+            crash_marker: None,
+        }
+    }
+
+    /// Fault drill only (`WORKER_FAULT_CRASH_ON_NOTES`, refused in production): deciding a
+    /// request whose notes contain `marker` aborts the process, after its attempt is counted.
+    pub fn with_crash_marker(self, marker: Option<String>) -> Self {
+        Self {
+            crash_marker: marker,
+            ..self
         }
     }
 
@@ -119,18 +132,30 @@ impl Engine {
     /// Decides every open request of the tenant, oldest first, and returns the decisions
     /// once they are committed.
     pub async fn drain_tenant(&self, tenant_id: Uuid) -> Result<Vec<Decision>, EngineError> {
+        self.drain_tenant_until(tenant_id, &CancellationToken::new())
+            .await
+    }
+
+    /// Like [`Engine::drain_tenant`], but stops between batches once `stop` is cancelled,
+    /// so a shutdown waits for one batch's commit, not for the tenant's whole backlog.
+    pub async fn drain_tenant_until(
+        &self,
+        tenant_id: Uuid,
+        stop: &CancellationToken,
+    ) -> Result<Vec<Decision>, EngineError> {
         let tenant = common::db::tenant_by_id(&self.pool, tenant_id)
             .await?
             .ok_or(EngineError::UnknownTenant(tenant_id))?;
         let tz = Tz::from_str(&tenant.time_zone).unwrap_or(Tz::UTC);
         let mut decisions = Vec::new();
-        loop {
+        while !stop.is_cancelled() {
             let batch = self.decide_batch(&tenant, tz).await?;
             if batch.is_empty() {
                 return Ok(decisions);
             }
             decisions.extend(batch);
         }
+        Ok(decisions)
     }
 
     async fn decide_batch(&self, tenant: &Tenant, tz: Tz) -> Result<Vec<Decision>, EngineError> {
@@ -143,8 +168,25 @@ impl Engine {
             return Ok(Vec::new());
         }
         let batch = retried_requests_alone(open);
-        self.record_attempt(tenant.id, &batch).await?;
+        let batch = self.record_attempt(tenant.id, batch).await?;
+        let ids: Vec<Uuid> = batch.iter().map(|r| r.id).collect();
+        match self.decide_recorded(tx, tenant, tz, batch).await {
+            Err(EngineError::Database(err)) if common::db::is_unavailable(&err) => {
+                self.refund_attempt(tenant.id, &ids).await;
+                Err(err.into())
+            }
+            decided => decided,
+        }
+    }
 
+    /// Decides the batch whose attempt is counted, and commits.
+    async fn decide_recorded(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        tenant: &Tenant,
+        tz: Tz,
+        batch: Vec<OpenRequest>,
+    ) -> Result<Vec<Decision>, EngineError> {
         let mut decisions = Vec::with_capacity(batch.len());
         for request in batch {
             let started = Instant::now();
@@ -153,6 +195,7 @@ impl Engine {
                     detail: format!("the decision failed {} times", request.attempts),
                 }
             } else {
+                self.crash_if_marked(&request);
                 let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
                 let outcome = self.decide(&mut savepoint, tenant, tz, &request).await?;
                 if matches!(outcome, Outcome::Confirmed { .. }) {
@@ -177,18 +220,69 @@ impl Engine {
 
     /// Counts the attempt outside the deciding transaction, so a decision that crashes
     /// the process still counts and a request that always crashes is eventually failed.
-    async fn record_attempt(&self, tenant_id: Uuid, batch: &[OpenRequest]) -> sqlx::Result<()> {
+    /// Returns the requests still open when counted: one withdrawn meanwhile (the api could
+    /// not queue it) is not decided.
+    async fn record_attempt(
+        &self,
+        tenant_id: Uuid,
+        batch: Vec<OpenRequest>,
+    ) -> sqlx::Result<Vec<OpenRequest>> {
         let ids: Vec<Uuid> = batch.iter().map(|r| r.id).collect();
         let mut tx = common::db::tenant_tx(&self.pool, tenant_id).await?;
-        sqlx::query(
+        let counted: Vec<Uuid> = sqlx::query_scalar(
             "UPDATE booking_requests SET attempts = attempts + 1, status = 'processing'
-             WHERE tenant_id = $1 AND id = ANY($2)",
+             WHERE tenant_id = $1 AND id = ANY($2) AND status IN ('queued', 'processing')
+             RETURNING id",
         )
         .bind(tenant_id)
         .bind(&ids)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(batch
+            .into_iter()
+            .filter(|r| counted.contains(&r.id))
+            .collect())
+    }
+
+    /// Takes back the attempt counted for a batch whose decision failed because the
+    /// database went away: an outage is nobody's fault and must never fail a request. Tries
+    /// until the database answers again (or about two minutes have passed).
+    async fn refund_attempt(&self, tenant_id: Uuid, ids: &[Uuid]) {
+        use backon::{ExponentialBuilder, Retryable};
+        let refund = || async {
+            let mut tx = common::db::tenant_tx(&self.pool, tenant_id).await?;
+            sqlx::query(
+                "UPDATE booking_requests SET attempts = greatest(attempts - 1, 0)
+                 WHERE tenant_id = $1 AND id = ANY($2) AND status IN ('queued', 'processing')",
+            )
+            .bind(tenant_id)
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        };
+        let retries = ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(200))
+            .with_max_delay(std::time::Duration::from_secs(5))
+            .with_max_times(30);
+        if let Err(err) = refund.retry(retries).await {
+            // Limitation: a refund that cannot be written within the retries (or a process
+            // that dies during an outage) leaves the attempt charged; it takes
+            // MAX_DECISION_ATTEMPTS such outages in a row to fail a request.
+            tracing::error!(tenant.id = %tenant_id, error = %err, "could not refund decision attempts after an outage");
+        }
+    }
+
+    fn crash_if_marked(&self, request: &OpenRequest) {
+        let Some(marker) = &self.crash_marker else {
+            return;
+        };
+        let notes = request.payload.get("notes").and_then(|n| n.as_str());
+        if notes.is_some_and(|notes| notes.contains(marker.as_str())) {
+            tracing::error!(request.id = %request.id, "fault drill: aborting the worker");
+            std::process::abort();
+        }
     }
 
     /// Decides one request by its kind. Returns an error only for database failures other

@@ -1,6 +1,9 @@
-//! The sweeper: every few seconds, drains each tenant that has a request accepted more than
-//! a little while ago and still open, whatever happened to its job, and updates the
-//! backlog gauges.
+//! The sweeper: every second, rings the actor of each tenant that has a request accepted
+//! more than a moment ago and still open, whatever happened to its job, and updates the
+//! backlog gauges. With the queue's jobs acknowledged as soon as the actor is rung, this is
+//! what guarantees a decision when a worker dies mid-drain, Redis loses a job, or the
+//! database was away: ringing an actor that is already draining costs nothing (rings
+//! coalesce), so the threshold can be short.
 
 use std::time::Duration;
 
@@ -12,8 +15,8 @@ use uuid::Uuid;
 
 use crate::actors::TenantActors;
 
-/// A request open for longer than this is drained by the sweeper.
-const STALE_AFTER_SECONDS: f64 = 10.0;
+/// A request open for longer than this gets its tenant's actor rung by the sweeper.
+pub const STALE_AFTER: Duration = Duration::from_secs(2);
 
 /// Finished jobs stay in Redis this long (for inspection), then are removed.
 const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(3600);
@@ -37,33 +40,36 @@ pub async fn run(
         if sweeps % VACUUM_EVERY_SWEEPS == VACUUM_EVERY_SWEEPS - 1 {
             vacuum(&mut queue).await;
         }
-        if let Err(err) = sweep(&pool, &actors).await {
+        if let Err(err) = sweep(&pool, &actors, STALE_AFTER).await {
             tracing::warn!(error = %err, "sweep failed");
         }
         update_gauges(&pool, &mut redis, &queue).await;
     }
 }
 
-/// Drains every tenant with a stale open request; returns how many tenants.
-pub async fn sweep(pool: &PgPool, actors: &TenantActors) -> sqlx::Result<usize> {
+/// Rings the actor of every tenant with a request open for longer than `older_than`;
+/// returns how many tenants. With a zero age it is the recovery pass a worker makes when it
+/// starts: whatever a dead worker left open is taken up at once.
+pub async fn sweep(
+    pool: &PgPool,
+    actors: &TenantActors,
+    older_than: Duration,
+) -> sqlx::Result<usize> {
     let mut tx = common::db::system_tx(pool).await?;
+    // The partial index booking_requests_open holds exactly the open requests.
     let tenants: Vec<Uuid> = sqlx::query_scalar(
         "SELECT DISTINCT tenant_id FROM booking_requests
          WHERE status IN ('queued', 'processing')
            AND accepted_at < now() - make_interval(secs => $1)",
     )
-    .bind(STALE_AFTER_SECONDS)
+    .bind(older_than.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
     for tenant_id in &tenants {
-        let actors = actors.clone();
-        let tenant_id = *tenant_id;
-        tokio::spawn(async move {
-            if let Err(err) = actors.drain(tenant_id).await {
-                tracing::warn!(tenant.id = %tenant_id, error = %err, "sweep drain failed");
-            }
-        });
+        if actors.wake(*tenant_id).is_err() {
+            break;
+        }
     }
     Ok(tenants.len())
 }

@@ -57,6 +57,8 @@ struct Tenant {
     booking: Uuid,
     request: Uuid,
     blackout: Uuid,
+    /// One of the messages about the tenant's booking.
+    notification: Uuid,
     /// A date (YYYY-MM-DD) with an exception on `resources[0]`.
     exception_date: String,
     customer_email: String,
@@ -486,6 +488,25 @@ fn probes(a: &Tenant, b: &Tenant) -> Vec<Probe> {
             format!("/v1/admin/blackouts/{}", a.blackout),
             NotFound,
         ),
+        // Admin: dead letters.
+        probe(
+            Method::GET,
+            "/v1/admin/notifications",
+            "/v1/admin/notifications".into(),
+            Exactly(json!({"notifications": []})),
+        ),
+        probe(
+            Method::GET,
+            "/v1/admin/notifications",
+            "/v1/admin/notifications?status=sent&limit=200".into(),
+            Success(StatusCode::OK, vec![b.notification.to_string()]),
+        ),
+        probe(
+            Method::POST,
+            "/v1/admin/notifications/{id}/replay",
+            format!("/v1/admin/notifications/{}/replay", a.notification),
+            NotFound,
+        ),
     ]
 }
 
@@ -554,6 +575,7 @@ fn placeholder(slug: &str) -> Tenant {
         booking: Uuid::now_v7(),
         request: Uuid::now_v7(),
         blackout: Uuid::now_v7(),
+        notification: Uuid::now_v7(),
         exception_date: "2030-01-31".into(),
         customer_email: format!("{slug}@example.com"),
         manage_token: common::manage::token("placeholder", Uuid::nil(), Uuid::nil()),
@@ -746,6 +768,21 @@ async fn tenant_with_data(
         notes,
     ]);
 
+    let notification: Uuid = {
+        let mut tx = system_tx(&system.pool).await;
+        let id = sqlx::query_scalar(
+            "SELECT id FROM outbox WHERE tenant_id = $1 AND booking_id = $2 ORDER BY id LIMIT 1",
+        )
+        .bind(seeded.id)
+        .bind(booking)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        id
+    };
+    markers.push(notification.to_string());
+
     let reason = format!("{label} private closure");
     let blackout = admin_call(
         system,
@@ -785,6 +822,7 @@ async fn tenant_with_data(
         booking,
         request,
         blackout,
+        notification,
         exception_date,
         customer_email,
         manage_token: common::manage::token(&system.config.manage_link_secret, seeded.id, booking),
@@ -946,6 +984,8 @@ async fn no_route_lets_one_tenant_reach_another_tenants_data() {
     check_coverage(&matrix);
 
     wait_quiet(&system.pool, a.id).await;
+    // B's own messages are sent, so the sent list has something of B's to show.
+    wait_quiet(&system.pool, b.id).await;
     let before = tenant_rows(&system.pool, a.id).await;
     for (table, at_least) in [
         ("bookings", 1),

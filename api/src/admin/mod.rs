@@ -7,6 +7,7 @@ pub mod bookings;
 pub mod changes;
 pub mod customers;
 pub mod hours;
+pub mod notifications;
 pub mod resources;
 pub mod services;
 
@@ -51,6 +52,8 @@ pub fn routes() -> Vec<Route> {
             .on(Method::GET, blackouts::list)
             .on(Method::POST, blackouts::create),
         Route::new("/v1/admin/blackouts/{id}").on(Method::DELETE, blackouts::delete),
+        Route::new("/v1/admin/notifications").on(Method::GET, notifications::list),
+        Route::new("/v1/admin/notifications/{id}/replay").on(Method::POST, notifications::replay),
     ]
 }
 

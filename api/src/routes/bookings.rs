@@ -147,8 +147,11 @@ pub async fn create(
 
 /// Stores a booking request of the given kind and queues it for the tenant's actor: 202
 /// with the status URL. The same idempotency key with the same payload answers the
-/// original request; with another payload, 422. If the queue cannot take it, the request
-/// is withdrawn and the answer is 503.
+/// original request, also while it is still being decided; with another payload, 422. A key
+/// is remembered for `IDEMPOTENCY_KEY_TTL_HOURS` (24 h by default); after that it names a
+/// new request. While too many requests wait to be decided the answer is 503 (see
+/// [`crate::backpressure`]). If the queue cannot take the request, it is withdrawn and the
+/// answer is 503 with `Retry-After`.
 pub async fn submit(
     state: &AppState,
     tenant: &Tenant,
@@ -157,8 +160,39 @@ pub async fn submit(
     payload: serde_json::Value,
 ) -> Result<Response, Problem> {
     let fingerprint = fingerprint(kind, &payload);
+    let ttl_seconds = state.config.idempotency_key_ttl.as_secs_f64();
+
+    // A retry of an accepted request is answered even when the queue is full.
+    if let Some(key) = &idempotency_key
+        && let Some(response) = replay(state, tenant, key, &fingerprint).await?
+    {
+        return Ok(response);
+    }
+    state
+        .queue_depth
+        .admit(
+            &state.pool,
+            tenant.id,
+            state.config.queue_max_depth,
+            state.config.queue_max_tenant_depth,
+        )
+        .await?;
+
     let request_id = Uuid::now_v7();
     let mut tx = common::db::tenant_tx(&state.pool, tenant.id).await?;
+    if let Some(key) = &idempotency_key {
+        // An expired key is released, so the insert below may take it.
+        sqlx::query(
+            "UPDATE booking_requests SET idempotency_key = NULL
+             WHERE tenant_id = $1 AND idempotency_key = $2
+               AND accepted_at < now() - make_interval(secs => $3)",
+        )
+        .bind(tenant.id)
+        .bind(key)
+        .bind(ttl_seconds)
+        .execute(&mut *tx)
+        .await?;
+    }
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO booking_requests
              (tenant_id, id, kind, idempotency_key, body_fingerprint, payload)
@@ -178,15 +212,16 @@ pub async fn submit(
     tx.commit().await?;
 
     let Some(request_id) = inserted else {
-        return replay(
-            state,
-            tenant.id,
-            &tenant.slug,
-            idempotency_key,
-            &fingerprint,
-        )
-        .await;
+        // Another request with this key was stored between our look-up and our insert.
+        let key = idempotency_key.as_deref().unwrap_or_default();
+        return match replay(state, tenant, key, &fingerprint).await? {
+            Some(response) => Ok(response),
+            None => Err(Problem::unavailable(
+                "a request with this Idempotency-Key is being withdrawn; retry",
+            )),
+        };
     };
+    state.queue_depth.accepted(tenant.id);
 
     let job = BookingJob {
         tenant_id: tenant.id,
@@ -196,12 +231,16 @@ pub async fn submit(
     let mut queue = state.queue.clone();
     if let Err(err) = common::jobs::enqueue(&mut queue, job).await {
         tracing::warn!(request.id = %request_id, error = %err, "could not queue a booking request");
-        forget(state, tenant.id, request_id).await;
-        metrics::counter!("booking_requests_refused_total", "reason" => "queue_unavailable")
-            .increment(1);
-        return Err(Problem::unavailable(
-            "bookings cannot be queued right now; retry shortly",
-        ));
+        if withdraw(state, tenant.id, request_id).await {
+            metrics::counter!("booking_requests_refused_total", "reason" => "queue_unavailable")
+                .increment(1);
+            return Err(Problem::unavailable(
+                "bookings cannot be queued right now; retry shortly",
+            ));
+        }
+        // A worker's sweep took the request up already: it is accepted after all, and it
+        // will be decided without its job.
+        tracing::info!(request.id = %request_id, "request taken up by a worker without its job");
     }
 
     metrics::counter!("booking_requests_accepted_total", "tenant" => tenant.slug.clone())
@@ -210,53 +249,63 @@ pub async fn submit(
     Ok(accepted(&tenant.slug, request_id, RequestStatus::Queued))
 }
 
-/// The same key and body: the original request again. Another body: 422.
+/// The request stored under an unexpired `key`: with the same fingerprint, the original
+/// request's 202 again; with another, 422. `None` when the key names no live request.
 async fn replay(
     state: &AppState,
-    tenant_id: Uuid,
-    slug: &str,
-    key: Option<String>,
+    tenant: &Tenant,
+    key: &str,
     fingerprint: &str,
-) -> Result<Response, Problem> {
-    let mut tx = common::db::tenant_tx(&state.pool, tenant_id).await?;
+) -> Result<Option<Response>, Problem> {
+    let mut tx = common::db::tenant_tx(&state.pool, tenant.id).await?;
     let stored: Option<(Uuid, String, RequestStatus)> = sqlx::query_as(
         "SELECT id, body_fingerprint, status FROM booking_requests
-         WHERE tenant_id = $1 AND idempotency_key = $2",
+         WHERE tenant_id = $1 AND idempotency_key = $2
+           AND accepted_at >= now() - make_interval(secs => $3)",
     )
-    .bind(tenant_id)
+    .bind(tenant.id)
     .bind(key)
+    .bind(state.config.idempotency_key_ttl.as_secs_f64())
     .fetch_optional(&mut *tx)
     .await?;
-    // The first request with this key was withdrawn between our insert and this read.
+    tx.commit().await?;
     let Some((id, stored_fingerprint, status)) = stored else {
-        return Err(Problem::unavailable(
-            "a request with this Idempotency-Key is being withdrawn; retry",
-        ));
+        return Ok(None);
     };
     if stored_fingerprint != fingerprint {
         metrics::counter!("booking_requests_refused_total", "reason" => "idempotency_conflict")
             .increment(1);
         return Err(Problem::idempotency_conflict());
     }
-    Ok(accepted(slug, id, status))
+    Ok(Some(accepted(&tenant.slug, id, status)))
 }
 
-/// Removes a request that could not be queued, so that it was never accepted.
-async fn forget(state: &AppState, tenant_id: Uuid, request_id: Uuid) {
+/// Removes a request that could not be queued, so that it was never accepted. Returns
+/// false when a worker has already counted an attempt at it (its sweep found the row): the
+/// request then stays, and is decided like any other.
+async fn withdraw(state: &AppState, tenant_id: Uuid, request_id: Uuid) -> bool {
     let deleted = async {
         let mut tx = common::db::tenant_tx(&state.pool, tenant_id).await?;
-        sqlx::query("DELETE FROM booking_requests WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(request_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        let deleted = sqlx::query(
+            "DELETE FROM booking_requests
+             WHERE tenant_id = $1 AND id = $2 AND status = 'queued' AND attempts = 0",
+        )
+        .bind(tenant_id)
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(deleted.rows_affected() == 1)
     }
     .await;
-    if let Err(err) = deleted {
-        // Limitation: if this delete fails too, the request stays stored and the sweeper
-        // still decides it, although the client was told 503.
-        tracing::error!(request.id = %request_id, error = %err, "could not withdraw an unqueued request");
+    match deleted {
+        Ok(deleted) => deleted,
+        Err(err) => {
+            // Limitation: if this delete fails too, the request stays stored and the sweeper
+            // still decides it, although the client was told 503.
+            tracing::error!(request.id = %request_id, error = %err, "could not withdraw an unqueued request");
+            true
+        }
     }
 }
 

@@ -89,6 +89,11 @@ impl TestSystem {
 
     /// Starts the real worker binary against this system's database and queue.
     pub fn spawn_worker_process(&self, smtp_url: Option<&str>) -> Child {
+        self.spawn_worker_process_with(smtp_url, &[])
+    }
+
+    /// Like [`TestSystem::spawn_worker_process`], with extra environment variables.
+    pub fn spawn_worker_process_with(&self, smtp_url: Option<&str>, env: &[(&str, &str)]) -> Child {
         let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
         command
             .env("DATABASE_URL", &self.config.database_url)
@@ -100,7 +105,8 @@ impl TestSystem {
             .env("RUST_LOG", "warn")
             .env_remove("WORKER_NAME")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::inherit())
+            .envs(env.iter().copied());
         match smtp_url {
             Some(url) => command.env("SMTP_URL", url),
             None => command.env_remove("SMTP_URL"),
@@ -262,6 +268,78 @@ pub fn booking_body(service: Uuid, resource: Option<Uuid>, start: &str, n: usize
     body
 }
 
+/// How many booking requests this database holds.
+pub async fn stored_requests(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM booking_requests")
+        .fetch_one(pool)
+        .await
+        .expect("count requests")
+}
+
+/// Counts this database's booking requests by status.
+pub async fn count_by_status(pool: &PgPool) -> std::collections::BTreeMap<String, i64> {
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT status, count(*) FROM booking_requests GROUP BY status",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("count requests")
+    .into_iter()
+    .collect()
+}
+
+/// Polls until no booking request is open, or fails after `limit`.
+pub async fn wait_all_final(pool: &PgPool, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let counts = count_by_status(pool).await;
+        let open = counts.get("queued").unwrap_or(&0) + counts.get("processing").unwrap_or(&0);
+        if open == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} requests still open after {limit:?}: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Request ids booked more than once (must be none).
+pub async fn double_bookings(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT tenant_id, request_id FROM bookings
+                               GROUP BY tenant_id, request_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("count double bookings")
+}
+
+/// Sends SIGTERM to a child process.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "SIGTERM delivered");
+}
+
+/// Waits for a child to exit by itself, or fails after `limit`.
+pub async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process still running after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits for a child process to exit after SIGKILL.
 pub fn kill_hard(child: &mut Child) {
     child.kill().expect("SIGKILL the worker");
@@ -283,6 +361,12 @@ impl SmtpSink {
 
     /// Starts on a given port (0 for any), keeping mail in `dir`.
     pub fn start_on(port: u16, refuse: &[&str], dir: tempfile::TempDir) -> Self {
+        Self::start_with(port, refuse, &[], dir)
+    }
+
+    /// Starts on a given port (0 for any), keeping mail in `dir`, answering 550 to the
+    /// `refuse` recipients and 451 (try again later) to the `defer` ones.
+    pub fn start_with(port: u16, refuse: &[&str], defer: &[&str], dir: tempfile::TempDir) -> Self {
         use std::io::{BufRead, BufReader};
         let script = std::env::var("SMTP_SINK").unwrap_or_else(|_| {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/smtp_sink.py").to_owned()
@@ -294,6 +378,9 @@ impl SmtpSink {
             .arg(dir.path());
         for address in refuse {
             command.args(["--refuse", address]);
+        }
+        for address in defer {
+            command.args(["--defer", address]);
         }
         let mut child = command
             .stdout(Stdio::piped())
