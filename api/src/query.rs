@@ -18,7 +18,7 @@ pub fn problem(rejection: QueryRejection, known: &str) -> Problem {
         reason
             .split_once(marker)
             .and_then(|(_, rest)| rest.split('`').next())
-            .map(str::to_owned)
+            .map(|name| shortened(name, 64))
     };
     if let Some(name) = named("unknown field `") {
         return Problem::validation(vec![field(
@@ -29,7 +29,18 @@ pub fn problem(rejection: QueryRejection, known: &str) -> Problem {
     if let Some(name) = named("duplicate field `") {
         return Problem::validation(vec![field(&name, "may be given only once")]);
     }
-    Problem::bad_request(format!("the query string cannot be read: {reason}"))
+    Problem::bad_request(format!(
+        "the query string cannot be read: {}",
+        shortened(reason, 200)
+    ))
+}
+
+/// At most `max` characters of client-supplied text, so an answer never echoes a flood.
+fn shortened(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 pub fn field(name: &str, message: impl Into<String>) -> FieldError {

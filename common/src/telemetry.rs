@@ -3,13 +3,16 @@
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// JSON logs when `LOG_FORMAT=json`, readable lines otherwise; `RUST_LOG` filters.
+/// JSON logs when `LOG_FORMAT=json`, readable lines otherwise; `RUST_LOG` filters. Logs go
+/// to standard error, so a command's standard output holds only its answer (an issued key,
+/// say) and can be captured by scripts.
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal, never into log files.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(ansi);
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
     // A second init (tests start several apps in one process) keeps the first subscriber.

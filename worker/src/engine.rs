@@ -404,6 +404,11 @@ impl Engine {
             )));
         }
         let start = change.start.with_timezone(&Utc);
+        let stays = change.resource_id.is_none_or(|r| r == current.resource_id);
+        if start == current.starts_at && stays {
+            // Already there: nothing moves, nothing is announced.
+            return Ok(Ok(change.booking_id));
+        }
         let Some(service) = rules::load_service(conn, tenant.id, current.service_id).await? else {
             return Ok(Err(Refusal::new(
                 RejectReason::UnknownService,

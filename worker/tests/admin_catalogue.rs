@@ -783,6 +783,19 @@ async fn invalid_blackouts_and_windows_are_refused_by_field() {
             .await,
         &["to"],
     );
+    // Unknown and repeated parameters name themselves, as on every route with a query.
+    assert_invalid(
+        &admin.get("/v1/admin/blackouts?colour=red").await,
+        &["colour"],
+    );
+    assert_invalid(
+        &admin.get("/v1/admin/blackouts?from=a&from=b").await,
+        &["from"],
+    );
+    assert_invalid(
+        &admin.get("/v1/admin/notifications?colour=red").await,
+        &["colour"],
+    );
 
     assert_eq!(
         audited(&system, tenant.id, "blackout.create").await.len(),

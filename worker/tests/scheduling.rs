@@ -780,6 +780,14 @@ async fn availability_query_out_of_range_or_malformed_is_422_naming_the_field() 
             format!("service_id={service}&from={day}&from={day}&to={day}"),
             "from",
         ),
+        (
+            format!("service_id={service}&from=9999-12-01&to=9999-12-31"),
+            "from",
+        ),
+        (
+            format!("service_id={service}&from=2027-01-10T10:00:60Z&to=2027-01-11T10:00:00Z"),
+            "from",
+        ),
     ];
     for (query, field) in &refused {
         let (status, content_type, problem) = business.availability(query).await;
@@ -812,8 +820,10 @@ async fn availability_query_out_of_range_or_malformed_is_422_naming_the_field() 
         ),
         format!("service_id={service}&from={}&to={}", at(1), at(32)),
         format!("service_id={service}&resource_id={resource}&from={day}&to={day}"),
-        format!("service_id={service}&from=9999-12-01&to=9999-12-31"),
+        format!("service_id={service}&from=9998-12-01&to=9998-12-31"),
         format!("service_id={service}&from=2000-01-01&to=2000-01-31"),
+        // A month of local days that holds a clock change is 31 days, not 31 × 24 hours.
+        format!("service_id={service}&from=2027-10-01&to=2027-10-31"),
     ];
     for query in &accepted {
         let (status, _, body) = business.availability(query).await;
@@ -825,7 +835,7 @@ async fn availability_query_out_of_range_or_malformed_is_422_naming_the_field() 
     assert_eq!(one_day["slots"].as_array().unwrap().len(), 16, "{one_day}");
     assert_eq!(one_day["from"], business.at(day, "00:00"));
     assert_eq!(one_day["to"], business.at(day + Span::days(1), "00:00"));
-    for far in &accepted[4..] {
+    for far in &accepted[4..6] {
         let (_, _, body) = business.availability(far).await;
         assert_eq!(body["slots"], json!([]), "{far}");
     }
@@ -1049,6 +1059,28 @@ async fn reschedule_moves_in_place_refuses_taken_slots_and_races_a_new_booking_f
     let offered = local_times(&business.slots(service, None, day, day).await, day);
     assert!(offered.contains(&"10:00".to_owned()), "{offered:?}");
     assert!(!offered.contains(&"11:00".to_owned()), "{offered:?}");
+
+    // To where it already is: confirmed, and nothing changes (no new version, no message).
+    let outbox_before: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE tenant_id = $1")
+        .bind(business.tenant_id)
+        .fetch_one(&system.pool)
+        .await
+        .unwrap();
+    let again = business.reschedule(&id, &target).await;
+    assert_eq!(again["status"], "confirmed", "{again}");
+    assert_eq!(
+        stored(&system, business.tenant_id, &id).await,
+        (instant(&target), 1, "confirmed".to_owned())
+    );
+    let outbox_after: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE tenant_id = $1")
+        .bind(business.tenant_id)
+        .fetch_one(&system.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox_after, outbox_before,
+        "a reschedule to the same time announces nothing"
+    );
 
     // To a slot someone else holds: refused, and the booking stays where it was.
     business

@@ -49,6 +49,7 @@ pub struct NewBlackout {
 
 /// `?from=&to=`: only blackouts overlapping `[from, to)`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Window {
     pub from: Option<String>,
     pub to: Option<String>,
@@ -105,7 +106,7 @@ pub async fn list(
     admin: Admin,
     window: Result<Query<Window>, QueryRejection>,
 ) -> Result<JsonResponse<Vec<Blackout>>, Problem> {
-    let Query(window) = window.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Query(window) = window.map_err(|e| crate::query::problem(e, "from or to"))?;
     let mut errors = Vec::new();
     let mut bound = |field: &str, value: &Option<String>| match value {
         Some(value) => instant(field, value).map_err(|e| errors.push(e)).ok(),

@@ -59,7 +59,7 @@ pub async fn list(
     admin: Admin,
     filter: Result<Query<Filter>, QueryRejection>,
 ) -> Result<JsonResponse<NotificationList>, Problem> {
-    let Query(filter) = filter.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Query(filter) = filter.map_err(|e| crate::query::problem(e, "status or limit"))?;
     let status = filter.status.as_deref().unwrap_or("dead");
     let mut errors = Vec::new();
     if !matches!(status, "dead" | "pending" | "sent") {

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use axum::Json;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use common::rules::{self, Span};
 use common::schedule::local_instant;
@@ -23,8 +23,11 @@ use crate::problem::{FieldError, Problem};
 use crate::query::field;
 use crate::tenant::CurrentTenant;
 
-/// The longest window one request may ask about.
+/// The longest window one request may ask about: 31 days, counted in the tenant's local
+/// days when both bounds are dates (so a month with a clock change still fits).
 pub const MAX_DAYS: i64 = 31;
+/// The years a bound may name.
+const YEARS: std::ops::RangeInclusive<i32> = 1900..=9998;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,11 +92,28 @@ fn bound(name: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Optio
         errors.push(field(name, "is required"));
         return None;
     };
-    if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
-        return Some(Bound::Instant(instant.with_timezone(&Utc)));
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Some(Bound::Date(date));
+    let parsed = if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
+        // A leap second names no slot, as for a booking's start.
+        (instant.timestamp_subsec_nanos() < 1_000_000_000)
+            .then(|| Bound::Instant(instant.with_timezone(&Utc)))
+    } else {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .map(Bound::Date)
+    };
+    if let Some(bound) = parsed {
+        let year = match bound {
+            Bound::Instant(instant) => instant.year(),
+            Bound::Date(date) => date.year(),
+        };
+        if YEARS.contains(&year) {
+            return Some(bound);
+        }
+        errors.push(field(
+            name,
+            format!("must be in the years {} to {}", YEARS.start(), YEARS.end()),
+        ));
+        return None;
     }
     errors.push(field(
         name,
@@ -124,7 +144,11 @@ impl AvailabilityQuery {
                 "must be later than from",
             )]));
         }
-        if until - from > Duration::days(MAX_DAYS) {
+        let too_long = match (self.from, self.to) {
+            (Bound::Date(first), Bound::Date(last)) => (last - first).num_days() + 1 > MAX_DAYS,
+            _ => until - from > Duration::days(MAX_DAYS),
+        };
+        if too_long {
             return Err(Problem::validation(vec![field(
                 "to",
                 format!("must be at most {MAX_DAYS} days after from"),

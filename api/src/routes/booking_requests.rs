@@ -4,8 +4,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use common::domain::RequestStatus;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use common::domain::{RequestStatus, Tenant};
 use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
@@ -31,13 +34,15 @@ pub struct RequestView {
     pub booking: Option<BookingView>,
 }
 
+/// The booking the request confirmed, as it stands now (a later reschedule or cancellation
+/// shows here too), with its times in the tenant's offset.
 #[derive(Debug, Serialize)]
 pub struct BookingView {
     pub id: Uuid,
     pub service_id: Uuid,
     pub resource_id: Uuid,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
+    pub start: String,
+    pub end: String,
     pub status: String,
 }
 
@@ -53,7 +58,7 @@ pub async fn show(
 ) -> Result<Response, Problem> {
     let not_found = || Problem::not_found("no booking request with this id");
     let id: Uuid = id.parse().map_err(|_| not_found())?;
-    let view = find(&state, tenant.id, id).await?.ok_or_else(not_found)?;
+    let view = find(&state, &tenant, id).await?.ok_or_else(not_found)?;
     let open = !view.status.is_final();
     let mut response = Json(view).into_response();
     if open {
@@ -66,9 +71,16 @@ pub async fn show(
 
 pub async fn find(
     state: &AppState,
-    tenant_id: Uuid,
+    tenant: &Tenant,
     id: Uuid,
 ) -> Result<Option<RequestView>, Problem> {
+    let tenant_id = tenant.id;
+    let tz = Tz::from_str(&tenant.time_zone).unwrap_or(Tz::UTC);
+    let local = |instant: DateTime<Utc>| {
+        instant
+            .with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::Secs, false)
+    };
     let mut tx = common::db::tenant_tx(&state.pool, tenant_id).await?;
     let row = sqlx::query(
         "SELECT r.id, r.status, r.reason, r.detail, r.accepted_at, r.decided_at,
@@ -90,8 +102,8 @@ pub async fn find(
             id,
             service_id: row.try_get("service_id")?,
             resource_id: row.try_get("resource_id")?,
-            start: row.try_get("starts_at")?,
-            end: row.try_get("ends_at")?,
+            start: local(row.try_get("starts_at")?),
+            end: local(row.try_get("ends_at")?),
             status: row.try_get("booking_status")?,
         }),
         None => None,

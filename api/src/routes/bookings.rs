@@ -80,11 +80,18 @@ fn invisible(c: char) -> bool {
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
 }
 
+/// Characters that reorder the text around them (bidirectional overrides and isolates):
+/// in a name or a note they could make an email read differently from what was typed.
+fn reorders_text(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 fn not_blank(value: &str) -> Result<(), ValidationError> {
     let visible = value.chars().any(|c| !c.is_whitespace() && !invisible(c));
-    if !visible || value.chars().any(char::is_control) {
+    if !visible || value.chars().any(|c| c.is_control() || reorders_text(c)) {
         return Err(ValidationError::new("blank").with_message(
-            "must be 1 to 200 visible characters, without control characters".into(),
+            "must be 1 to 200 visible characters, without control or text-direction characters"
+                .into(),
         ));
     }
     Ok(())
@@ -94,18 +101,32 @@ fn not_blank(value: &str) -> Result<(), ValidationError> {
 fn plain_text(value: &str) -> Result<(), ValidationError> {
     if value
         .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        .any(|c| (c.is_control() && !matches!(c, '\n' | '\r' | '\t')) || reorders_text(c))
     {
-        return Err(ValidationError::new("control")
-            .with_message("must not contain control characters other than line breaks".into()));
+        return Err(ValidationError::new("control").with_message(
+            "must not contain control characters other than line breaks, nor text-direction \
+             characters"
+                .into(),
+        ));
     }
     Ok(())
 }
 
 /// An address the notifier can send to: the same parser decides here and there.
 fn deliverable_email(value: &str) -> Result<(), ValidationError> {
+    // The notifier addresses messages to a Mailbox, whose parser is stricter than
+    // Address's (a quoted local part with a space passes one and not the other).
+    let as_mailbox = |address: &lettre::Address| {
+        value
+            .parse::<lettre::message::Mailbox>()
+            .is_ok_and(|mailbox| mailbox.email == *address)
+    };
     match value.parse::<lettre::Address>() {
-        Ok(address) if !address.domain().starts_with('[') && address.domain().contains('.') => {
+        Ok(address)
+            if !address.domain().starts_with('[')
+                && address.domain().contains('.')
+                && as_mailbox(&address) =>
+        {
             Ok(())
         }
         _ => {
@@ -441,6 +462,28 @@ mod tests {
         assert_eq!(idempotency_key(&HeaderMap::new()).unwrap(), None);
         for bad in ["\"\"", "\"a\\\"b\"", &format!("\"{}\"", "k".repeat(256))] {
             assert!(key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_and_notes_refuse_text_direction_overrides() {
+        assert!(not_blank("Zoë O'Brien").is_ok());
+        assert!(not_blank("\u{202e}evil").is_err());
+        assert!(plain_text("line one\nline two").is_ok());
+        assert!(plain_text("pay \u{2066}here\u{2069}").is_err());
+    }
+
+    #[test]
+    fn an_email_is_accepted_only_if_the_notifier_can_address_it() {
+        assert!(deliverable_email("ada@example.com").is_ok());
+        assert!(deliverable_email("ada+tag@example.co.uk").is_ok());
+        for bad in [
+            "\"a b\"@example.com",
+            "ada@localhost",
+            "ada@[127.0.0.1]",
+            "not an email",
+        ] {
+            assert!(deliverable_email(bad).is_err(), "{bad}");
         }
     }
 
