@@ -6,8 +6,10 @@
 #   scripts/drill.sh                 every fault
 #   DRILL_FAULTS=redis-restart,sigterm scripts/drill.sh
 #
-# Environment: DRILL_PG_PORT [55541], DRILL_REDIS_PORT [56491], DRILL_PROFILE [debug|release].
-# Logs of every api and worker process: target/drill/run/<fault>/.
+# Environment: DRILL_PG_PORT [55541], DRILL_REDIS_PORT [56491], DRILL_PROFILE [debug|release],
+# DRILL_LOG [info]: the RUST_LOG filter of the api and worker processes.
+# Logs of every api and worker process: target/drill/run/<fault>/{api,worker}.log; every refusal
+# a retrying drill client met, with its time: target/drill/run/<fault>/answers.log.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -104,6 +104,10 @@ impl Config {
             &base_domain,
         )?;
 
+        let queue_max_depth: i64 = parse_var("QUEUE_MAX_DEPTH", "100000")?;
+        let queue_max_tenant_depth: i64 = parse_var("QUEUE_MAX_TENANT_DEPTH", "20000")?;
+        check_queue_bounds(queue_max_depth, queue_max_tenant_depth)?;
+
         Ok(Self {
             app_env,
             database_url,
@@ -154,8 +158,8 @@ impl Config {
             )?,
             heartbeat_interval: Duration::from_secs(parse_var("WORKER_HEARTBEAT_SECONDS", "2")?),
             manage_link_secret,
-            queue_max_depth: parse_var("QUEUE_MAX_DEPTH", "100000")?,
-            queue_max_tenant_depth: parse_var("QUEUE_MAX_TENANT_DEPTH", "20000")?,
+            queue_max_depth,
+            queue_max_tenant_depth,
             idempotency_key_ttl: Duration::from_secs(
                 parse_var::<u64>("IDEMPOTENCY_KEY_TTL_HOURS", "24")? * 3600,
             ),
@@ -165,6 +169,21 @@ impl Config {
             )?,
         })
     }
+}
+
+/// One tenant's share of the queue must leave room for the others: with a tenant bound at or
+/// above the global one, a single flooding tenant could fill the whole queue.
+pub fn check_queue_bounds(total: i64, per_tenant: i64) -> anyhow::Result<()> {
+    if total < 1 || per_tenant < 1 {
+        bail!("QUEUE_MAX_DEPTH and QUEUE_MAX_TENANT_DEPTH must be at least 1");
+    }
+    if per_tenant >= total {
+        bail!(
+            "QUEUE_MAX_TENANT_DEPTH ({per_tenant}) must be below QUEUE_MAX_DEPTH ({total}), or one \
+             tenant's flood could shut every other tenant out"
+        );
+    }
+    Ok(())
 }
 
 const DEV_MANAGE_LINK_SECRET: &str = "development-only-manage-link-secret";
@@ -358,6 +377,23 @@ fn allowed_hosts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenants_share_of_the_queue_must_be_below_the_whole() {
+        assert!(check_queue_bounds(100_000, 20_000).is_ok());
+        assert!(check_queue_bounds(300, 400).is_err());
+        assert!(check_queue_bounds(400, 400).is_err());
+        assert!(check_queue_bounds(0, 0).is_err());
+    }
+
+    #[test]
+    fn production_refuses_a_default_or_short_manage_link_secret() {
+        assert!(check_manage_link_secret(DEV_MANAGE_LINK_SECRET).is_err());
+        assert!(check_manage_link_secret("too-short").is_err());
+        assert!(
+            check_manage_link_secret("a-real-random-secret-of-48-characters-0123456789").is_ok()
+        );
+    }
 
     #[test]
     fn production_refuses_default_secrets_and_plain_database_connections() {

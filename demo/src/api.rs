@@ -46,8 +46,15 @@ pub struct Service {
     pub id: Uuid,
     pub name: String,
     pub duration_minutes: i64,
+    /// Seats per slot; an api that does not send it has only single-seat services.
+    #[serde(default = "one_seat")]
+    pub capacity: i64,
     pub price: Price,
     pub resources: Vec<ResourceRef>,
+}
+
+fn one_seat() -> i64 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -293,6 +300,36 @@ impl Api {
             bail!("{what}: {} {}", reply.status, reply.body);
         }
         serde_json::from_str(&reply.body).with_context(|| format!("{what}: reading the list"))
+    }
+
+    /// `GET /v1/availability` for `service_id` over the tenant's local days `from` to `to`
+    /// (both included): the start of every slot offered, on any resource.
+    pub async fn offered_starts(
+        &self,
+        slug: &str,
+        service_id: Uuid,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> anyhow::Result<Vec<DateTime<FixedOffset>>> {
+        #[derive(Deserialize)]
+        struct Offered {
+            slots: Vec<OfferedSlot>,
+        }
+        #[derive(Deserialize)]
+        struct OfferedSlot {
+            start: DateTime<FixedOffset>,
+        }
+        let what = format!("GET availability of {slug}'s service {service_id}");
+        let route = format!("/v1/availability?service_id={service_id}&from={from}&to={to}");
+        let builder =
+            self.tenant_request(reqwest::Method::GET, slug, Tenancy::PathPrefix, &route)?;
+        let reply = self.send(&what, builder, None).await?;
+        if reply.status != StatusCode::OK {
+            bail!("{what}: {} {}", reply.status, reply.body);
+        }
+        let offered: Offered =
+            serde_json::from_str(&reply.body).with_context(|| format!("{what}: reading it"))?;
+        Ok(offered.slots.into_iter().map(|s| s.start).collect())
     }
 
     /// `GET /v1/services` naming two different tenants by path and header: the status code.

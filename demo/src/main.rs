@@ -5,6 +5,10 @@
 //! `api seed-demo`) it:
 //!
 //! 1. reads each tenant's services, by `/t/{slug}` and by `X-Tenant`, and checks both agree;
+//!    Only services the demo models are used: one seat per slot, slots every 30 minutes
+//!    from 09:00 to 17:00 on each of the next 14 days (read from `GET /v1/availability`);
+//!    any other (a group service an admin added, other hours or grid) is named with the
+//!    reason and skipped;
 //! 2. sends a few hundred booking requests, at most 32 HTTP requests in flight: ordinary
 //!    bookings 1 to 14 days ahead on the 30-minute grid in the tenant's zone, contested
 //!    groups (5 to 10 requests for one slot at once), requests outside opening hours, off
@@ -109,7 +113,7 @@ async fn run() -> anyhow::Result<bool> {
         api::MAX_IN_FLIGHT
     );
 
-    let (catalogues, addressing) = load_catalogues(&api).await?;
+    let (catalogues, addressing, skipped) = load_catalogues(&api).await?;
     let units =
         Planner::new(StdRng::seed_from_u64(settings.seed), &catalogues).plan(settings.requests);
     let groups: Vec<GroupInfo> = units
@@ -129,6 +133,7 @@ async fn run() -> anyhow::Result<bool> {
     let outcomes = outcomes.context("running the traffic")?;
 
     let mut report = Report::build(&outcomes, &groups, api.server_errors(), addressing);
+    report.note_skipped(skipped);
     eprintln!(
         "[demo] waiting for the worker's emails in {}",
         settings.outbox_dir.display()
@@ -165,9 +170,12 @@ async fn run() -> anyhow::Result<bool> {
     Ok(report.held() && journeys_held)
 }
 
-/// Each demo tenant's services by `/t/{slug}`, compared with the same list by `X-Tenant`.
-async fn load_catalogues(api: &Api) -> anyhow::Result<(Vec<Catalogue>, Addressing)> {
+/// Each demo tenant's services by `/t/{slug}`, compared with the same list by `X-Tenant`;
+/// the catalogues keep only the services the demo models, the others are returned, each
+/// with the reason it was skipped.
+async fn load_catalogues(api: &Api) -> anyhow::Result<(Vec<Catalogue>, Addressing, Vec<String>)> {
     let mut catalogues = Vec::new();
+    let mut skipped = Vec::new();
     let mut addressing = Addressing {
         tenants: DEMO_TENANTS.len(),
         ..Addressing::default()
@@ -186,20 +194,44 @@ async fn load_catalogues(api: &Api) -> anyhow::Result<(Vec<Catalogue>, Addressin
             zone.name(),
             describe_services(&services)
         );
+        // Only services the plan models; the others are named with the reason, and left
+        // alone rather than counted as broken promises.
+        let (first, last) = plan::booking_days(zone);
+        let mut modelled = Vec::new();
+        for service in services {
+            let offered = if service.resources.is_empty() || service.capacity != 1 {
+                Vec::new()
+            } else {
+                api.offered_starts(slug, service.id, first, last)
+                    .await
+                    .with_context(|| format!("reading {slug}'s availability"))?
+            };
+            match plan::unmodelled(&service, zone, &offered) {
+                None => modelled.push(service),
+                Some(reason) => {
+                    println!("  {:<14} skipped {:?}: {reason}", "", service.name);
+                    skipped.push(format!("{slug} {:?}: {reason}", service.name));
+                }
+            }
+        }
+        if modelled.is_empty() {
+            println!(
+                "  {:<14} no service the demo models: no traffic for {slug}",
+                ""
+            );
+            continue;
+        }
         catalogues.push(Catalogue {
             slug: slug.to_owned(),
             zone,
-            services: services
-                .into_iter()
-                .filter(|s| !s.resources.is_empty())
-                .collect(),
+            services: modelled,
         });
     }
     plan::check_catalogues(&catalogues)?;
     addressing.conflict_status = api
         .conflicting_tenants(DEMO_TENANTS[0].0, DEMO_TENANTS[2].0)
         .await?;
-    Ok((catalogues, addressing))
+    Ok((catalogues, addressing, skipped))
 }
 
 fn describe_services(services: &[api::Service]) -> String {
@@ -207,9 +239,14 @@ fn describe_services(services: &[api::Service]) -> String {
         .iter()
         .map(|s| {
             format!(
-                "{} ({} min, {}.{:02} {}, {} resources)",
+                "{} ({} min{}, {}.{:02} {}, {} resources)",
                 s.name,
                 s.duration_minutes,
+                if s.capacity == 1 {
+                    String::new()
+                } else {
+                    format!(", {} seats", s.capacity)
+                },
                 s.price.amount_minor / 100,
                 s.price.amount_minor % 100,
                 s.price.currency,

@@ -7,7 +7,9 @@
 //! tenant's UTC offset on that day. The windows of contested groups are kept free of other
 //! traffic from this run, so each named-resource group should have exactly one winner.
 
-use chrono::{DateTime, Days, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Utc};
+use chrono::{
+    DateTime, Days, FixedOffset, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -501,6 +503,10 @@ impl<'a> Planner<'a> {
 
 /// Checks that every tenant offers at least one service with at least one resource.
 pub fn check_catalogues(tenants: &[Catalogue]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !tenants.is_empty(),
+        "no demo tenant has a service the demo models; did `api seed-demo` run?"
+    );
     for tenant in tenants {
         let usable = tenant.services.iter().any(|s| !s.resources.is_empty());
         anyhow::ensure!(
@@ -510,6 +516,95 @@ pub fn check_catalogues(tenants: &[Catalogue]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The local days the demo books on, as `(first, last)`: 1 to [`DAYS_AHEAD`] days after the
+/// tenant's today.
+pub fn booking_days(zone: Tz) -> (NaiveDate, NaiveDate) {
+    let today = today(zone);
+    (
+        today.checked_add_days(Days::new(1)).unwrap_or(today),
+        today
+            .checked_add_days(Days::new(DAYS_AHEAD))
+            .unwrap_or(today),
+    )
+}
+
+/// Why the demo cannot plan with `service` from what the api says about it (its catalogue
+/// entry and the starts it offers over [`booking_days`]), or `None` when it can: the demo
+/// expects one seat per slot (a contested slot has one winner per resource), and slots
+/// every 30 minutes from 09:00 with the last ending by 17:00, every day of those days.
+/// Starts missing here and there are fine (booked by earlier runs); a start off that grid,
+/// or a day with nothing offered at all, means other hours, grid or horizon.
+pub fn unmodelled(
+    service: &Service,
+    zone: Tz,
+    offered: &[DateTime<FixedOffset>],
+) -> Option<String> {
+    if service.resources.is_empty() {
+        return Some("no resources".to_owned());
+    }
+    if service.capacity != 1 {
+        return Some(format!(
+            "group service ({} seats per slot): a contested slot has up to {} winners per \
+             resource, the demo expects one",
+            service.capacity, service.capacity
+        ));
+    }
+    let length = duration(service);
+    if length == 0 || length > CLOSES - OPENS {
+        return Some(format!(
+            "{} minutes long: no slot fits the demo's 09:00-17:00 day",
+            service.duration_minutes
+        ));
+    }
+    let grid = |minute: u32| {
+        minute >= OPENS && minute + length <= CLOSES && (minute - OPENS).is_multiple_of(GRID)
+    };
+    let hhmm = |minute: u32| format!("{:02}:{:02}", minute / 60, minute % 60);
+    let mut days = std::collections::BTreeSet::new();
+    let mut minutes = std::collections::BTreeSet::new();
+    for start in offered {
+        let local = start.with_timezone(&zone);
+        let minute = local.time().num_seconds_from_midnight() / 60;
+        if local.time().second() != 0 || !grid(minute) {
+            return Some(format!(
+                "offers {} on {}: not on the demo's 30-minute grid from 09:00 ending by 17:00 \
+                 (other hours or slot interval)",
+                hhmm(minute),
+                local.date_naive()
+            ));
+        }
+        days.insert(local.date_naive());
+        minutes.insert(minute);
+    }
+    // Every start of the grid is offered on some day and resource, unless the service has
+    // a coarser slot interval or shorter hours.
+    if let Some(never) = (OPENS..=CLOSES - length)
+        .step_by(GRID as usize)
+        .find(|minute| !minutes.contains(minute))
+    {
+        return Some(format!(
+            "never offers {} in the {DAYS_AHEAD} days the demo books on: a coarser slot \
+             interval or shorter hours than the demo's 30-minute grid from 09:00 to 17:00",
+            hhmm(never)
+        ));
+    }
+    let (first, last) = booking_days(zone);
+    let missing = first
+        .iter_days()
+        .take_while(|day| *day <= last)
+        .filter(|day| !days.contains(day))
+        .collect::<Vec<_>>();
+    if let Some(day) = missing.first() {
+        return Some(format!(
+            "offers nothing on {} of the {} days the demo books on (first {day}): other hours, \
+             notice, horizon or blackouts",
+            missing.len(),
+            DAYS_AHEAD
+        ));
+    }
+    None
 }
 
 fn resource_id_of(members: &[Planned]) -> Option<Uuid> {

@@ -85,9 +85,16 @@ pub struct Report {
     pub emails: Option<usize>,
     violations: Vec<String>,
     warnings: Vec<String>,
+    /// Services the demo left alone, each with the reason (see `plan::unmodelled`).
+    skipped: Vec<String>,
 }
 
 impl Report {
+    /// Names the services the demo did not plan with, for the summary.
+    pub fn note_skipped(&mut self, skipped: Vec<String>) {
+        self.skipped = skipped;
+    }
+
     pub fn build(
         outcomes: &[Outcome],
         groups: &[GroupInfo],
@@ -534,6 +541,20 @@ impl Report {
                 self.addressing.agreed, self.addressing.tenants, self.addressing.conflict_status
             ),
         );
+        line(
+            "services skipped",
+            if self.skipped.is_empty() {
+                "none: every service is one the demo models".to_owned()
+            } else {
+                format!(
+                    "{} the demo does not model, no traffic sent to them (listed below)",
+                    self.skipped.len()
+                )
+            },
+        );
+        for skipped in &self.skipped {
+            println!("    - {skipped}");
+        }
         line(
             "server errors (5xx)",
             format!(

@@ -13,7 +13,7 @@ use futures::future::join_all;
 use uuid::Uuid;
 
 use crate::system::{
-    Answer, Drill, Refusals, Scenario, Tally, free_port, percentile, terminate, wait_exit,
+    Answer, Drill, Patience, Refusals, Scenario, Tally, free_port, percentile, terminate, wait_exit,
 };
 
 /// What one fault reports.
@@ -158,7 +158,7 @@ async fn wait_for_refusal(scenario: &Scenario<'_>) -> anyhow::Result<bool> {
     while started.elapsed() < Duration::from_secs(20) {
         let key = Uuid::now_v7().to_string();
         match scenario.post(&scenario.slug(0), &body, &key).await {
-            Answer::Unavailable { retry_after } => return Ok(retry_after),
+            Answer::Unavailable { retry_after, .. } => return Ok(retry_after.is_some()),
             Answer::Accepted(_) => bail!("a probe was accepted while a store was away"),
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -508,7 +508,16 @@ pub async fn crash_every_time(drill: &Drill) -> anyhow::Result<Outcome> {
 /// One tenant floods; two others book a little at a time meanwhile. The flooder's share
 /// of the queue is bounded (`QUEUE_MAX_TENANT_DEPTH`).
 pub async fn tenant_flood(drill: &Drill) -> anyhow::Result<Outcome> {
-    let api_env = [("QUEUE_MAX_TENANT_DEPTH", "400")];
+    // Every bound that could refuse a quiet tenant is set here rather than left to the
+    // defaults: the rate limits far above what the drill sends (every drill client is
+    // 127.0.0.1, so a per-address limit would be shared by the flooder and the quiet
+    // tenants), the global depth far above the flood, only the flooder's own share bounded.
+    let api_env = [
+        ("QUEUE_MAX_TENANT_DEPTH", "400"),
+        ("QUEUE_MAX_DEPTH", "100000"),
+        ("RATE_LIMIT_BOOKINGS_PER_MINUTE", "10000000"),
+        ("RATE_LIMIT_TENANT_BOOKINGS_PER_MINUTE", "10000000"),
+    ];
     let mut scenario = Scenario::start(drill, "tenant-flood", 3, &api_env).await?;
     scenario.spawn_worker(&[])?;
     let scenario = &scenario;
@@ -524,27 +533,50 @@ pub async fn tenant_flood(drill: &Drill) -> anyhow::Result<Outcome> {
         })
         .buffer_unordered(24)
         .collect::<Vec<Answer>>();
-    // The others: one request every 100 ms each, once the flood is under way.
+    // The others: one request every 100 ms each, once the flood is under way. They retry a
+    // refusal as told by `Retry-After` (at most 5 s between tries) and give up on a request
+    // not accepted within 30 s: the flood must not keep them out at all.
+    let patience = Patience::RetryAfter {
+        cap: Duration::from_secs(5),
+        within: Duration::from_secs(30),
+    };
     let others = async {
-        while scenario.accepted.lock().expect("accepted list").len() < 200 {
+        let mut refusals = Refusals::default();
+        // Once 200 of the flood are in, or after 30 s whatever came of it (a flood refused
+        // from the start must not hang the drill).
+        let waiting = Instant::now();
+        while scenario.accepted.lock().expect("accepted list").len() < 200
+            && waiting.elapsed() < Duration::from_secs(30)
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for n in 0..40 {
             for tenant in 1..3 {
-                scenario
-                    .post_until_accepted(&scenario.slug(tenant), &scenario.slot_body(tenant, n))
-                    .await?;
+                refusals += scenario
+                    .post_patiently(
+                        &scenario.slug(tenant),
+                        &scenario.slot_body(tenant, n),
+                        patience,
+                    )
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "tenant {} (not flooding), request {n}: answers before it in \
+                             {}/answers.log",
+                            scenario.slug(tenant),
+                            scenario.dir.display()
+                        )
+                    })?;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, anyhow::Error>(refusals)
     };
     let (flood, others) = tokio::join!(flood, others);
-    others?;
-    let refused = flood
-        .iter()
-        .filter(|a| matches!(a, Answer::Unavailable { .. }))
-        .count();
+    let quiet = others?;
+    let count = |pick: fn(&Answer) -> bool| flood.iter().filter(|a| pick(a)).count();
+    let refused = count(|a| matches!(a, Answer::Unavailable { .. }));
+    let flood_other = count(|a| !matches!(a, Answer::Accepted(_) | Answer::Unavailable { .. }));
     settle(scenario).await?;
 
     let latency = |tenants: Vec<Uuid>| async move {
@@ -572,11 +604,14 @@ pub async fn tenant_flood(drill: &Drill) -> anyhow::Result<Outcome> {
         tally: scenario.tally(&scenario.outbox).await?,
         recovery: None,
         detail: format!(
-            "accept-to-decision: other tenants {} (n={}); flooder {} (n={}); flooder 503s={refused}",
+            "accept-to-decision: other tenants {} (n={}); flooder {} (n={}); flooder 503s={refused} \
+             (other answers {flood_other}); other tenants' refusals: {quiet}, longest wait for \
+             a 202 {:.2}s",
             describe(&others),
             others.len(),
             describe(&flooder),
-            flooder.len()
+            flooder.len(),
+            quiet.waited.as_secs_f64(),
         ),
     })
 }
@@ -632,7 +667,7 @@ pub async fn sigterm(drill: &Drill) -> anyhow::Result<Outcome> {
     let api_status = wait_exit(&mut api, Duration::from_secs(30)).await?;
     let answered = answers
         .iter()
-        .filter(|a| !matches!(a, Answer::Unanswered))
+        .filter(|a| !matches!(a, Answer::Unanswered { .. }))
         .count();
     // Stored requests no client was told about would be half-done work.
     let accepted = scenario.accepted.lock().expect("accepted list").clone();

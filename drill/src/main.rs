@@ -9,6 +9,7 @@
 //! - `DRILL_DATA_DIR`: the servers' data, as `scripts/services.sh` lays it out
 //! - `DRILL_PG_PORT`, `DRILL_REDIS_PORT`: the drill's servers
 //! - `DRILL_FAULTS`: a comma-separated subset of the fault names to run (all by default)
+//! - `DRILL_LOG`: the `RUST_LOG` filter of the api and worker processes (`info`)
 //!
 //! Exit status 0 when every fault kept every promise (nothing lost, nothing booked or sent
 //! twice, no request failed where none should), 1 otherwise.

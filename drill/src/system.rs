@@ -59,13 +59,31 @@ impl Drill {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Answer {
     Accepted(Uuid),
-    /// 503, and whether it carried `Retry-After`.
+    /// 503: whether it carried `Retry-After` (its seconds), and whether the problem was
+    /// `queue-full` (the backpressure bound) rather than `unavailable` (a store away).
     Unavailable {
-        retry_after: bool,
+        retry_after: Option<u64>,
+        queue_full: bool,
+    },
+    /// 429 (a rate limit), with its `Retry-After` seconds.
+    Limited {
+        retry_after: Option<u64>,
     },
     Other(u16),
-    /// No HTTP answer at all (connection refused or cut).
-    Unanswered,
+    /// No HTTP answer at all (connection refused or cut, or no answer within 20 s).
+    Unanswered {
+        timed_out: bool,
+    },
+}
+
+/// How a client that is refused waits before it tries again.
+#[derive(Debug, Clone, Copy)]
+pub enum Patience {
+    /// Again after 250 ms whatever it was told, to keep the drill short.
+    Loose,
+    /// As long as `Retry-After` says (250 ms without one), but never longer than `cap`,
+    /// and gives up `within` after the first try.
+    RetryAfter { cap: Duration, within: Duration },
 }
 
 /// The outcome of a fault, as printed.
@@ -88,6 +106,8 @@ pub struct Scenario<'a> {
     pub pool: PgPool,
     pub tenants: Vec<SeededTenant>,
     pub api: Option<Child>,
+    /// The process id of the api last started, to say whether it still runs.
+    pub api_pid: Option<u32>,
     pub api_url: String,
     api_env: Vec<(String, String)>,
     pub workers: Vec<Child>,
@@ -157,6 +177,7 @@ impl<'a> Scenario<'a> {
             pool,
             tenants,
             api: None,
+            api_pid: None,
             api_url: String::new(),
             api_env: api_env
                 .iter()
@@ -182,7 +203,12 @@ impl<'a> Scenario<'a> {
             .env("REDIS_URL", self.drill.redis_url())
             .env("QUEUE_NAME", &self.queue)
             .env("OUTBOX_DIR", &self.outbox)
-            .env("RUST_LOG", "warn")
+            // `info` by default, so that `target/drill/run/<fault>/` says what the processes
+            // did; `DRILL_LOG` sets another filter.
+            .env(
+                "RUST_LOG",
+                std::env::var("DRILL_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .env("WORKER_HEARTBEAT_SECONDS", "1")
             .env("WORKER_METRICS_ADDR", "127.0.0.1:0")
             .env("RATE_LIMIT_BOOKINGS_PER_MINUTE", "10000000")
@@ -202,7 +228,9 @@ impl<'a> Scenario<'a> {
         for (key, value) in &self.api_env {
             command.env(key, value);
         }
-        self.api = Some(command.spawn().context("starting the api")?);
+        let api = command.spawn().context("starting the api")?;
+        self.api_pid = Some(api.id());
+        self.api = Some(api);
         self.api_url = format!("http://{addr}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -288,9 +316,19 @@ impl<'a> Scenario<'a> {
             .timeout(Duration::from_secs(20))
             .send()
             .await;
-        let Ok(response) = sent else {
-            return Answer::Unanswered;
+        let response = match sent {
+            Ok(response) => response,
+            Err(err) => {
+                return Answer::Unanswered {
+                    timed_out: err.is_timeout(),
+                };
+            }
         };
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         match response.status().as_u16() {
             202 => {
                 let body: Value = response.json().await.unwrap_or_default();
@@ -302,34 +340,123 @@ impl<'a> Scenario<'a> {
                     None => Answer::Other(202),
                 }
             }
-            503 => Answer::Unavailable {
-                retry_after: response.headers().contains_key("retry-after"),
-            },
+            503 => {
+                let body: Value = response.json().await.unwrap_or_default();
+                Answer::Unavailable {
+                    retry_after,
+                    queue_full: body["type"]
+                        .as_str()
+                        .is_some_and(|t| t.ends_with("/queue-full")),
+                }
+            }
+            429 => Answer::Limited { retry_after },
             other => Answer::Other(other),
         }
     }
 
-    /// Posts like a well-behaved client: the same `Idempotency-Key` again after a 503 or
-    /// no answer, until accepted. Returns the refusals it met.
+    /// Posts like a well-behaved client: the same `Idempotency-Key` again after a 503, a
+    /// 429 or no answer, until accepted, waiting between tries as `Loose` patience says.
+    /// Returns the refusals it met.
     pub async fn post_until_accepted(&self, slug: &str, body: &Value) -> anyhow::Result<Refusals> {
+        self.post_patiently(slug, body, Patience::Loose).await
+    }
+
+    /// Like [`Self::post_until_accepted`], with the given patience. Every refusal is counted
+    /// (and, for tenants other than the first, written with its time to `answers.log` in the
+    /// scenario's folder); giving up reports what the client was answered and whether the
+    /// api process still runs.
+    pub async fn post_patiently(
+        &self,
+        slug: &str,
+        body: &Value,
+        patience: Patience,
+    ) -> anyhow::Result<Refusals> {
         let key = Uuid::now_v7().to_string();
         let mut refusals = Refusals::default();
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let started = Instant::now();
+        let within = match patience {
+            Patience::Loose => Duration::from_secs(120),
+            Patience::RetryAfter { within, .. } => within,
+        };
         loop {
-            match self.post(slug, body, &key).await {
-                Answer::Accepted(_) => return Ok(refusals),
-                Answer::Unavailable { retry_after } => {
-                    refusals.unavailable += 1;
-                    refusals.without_retry_after += usize::from(!retry_after);
+            let answer = self.post(slug, body, &key).await;
+            let told = match answer {
+                Answer::Accepted(_) => {
+                    refusals.waited = refusals.waited.max(started.elapsed());
+                    return Ok(refusals);
                 }
-                Answer::Unanswered => refusals.no_answer += 1,
-                Answer::Other(status) => bail!("POST answered {status}"),
+                Answer::Unavailable {
+                    retry_after,
+                    queue_full,
+                } => {
+                    refusals.unavailable += 1;
+                    refusals.queue_full += usize::from(queue_full);
+                    refusals.without_retry_after += usize::from(retry_after.is_none());
+                    retry_after
+                }
+                Answer::Limited { retry_after } => {
+                    refusals.rate_limited += 1;
+                    refusals.without_retry_after += usize::from(retry_after.is_none());
+                    retry_after
+                }
+                Answer::Unanswered { timed_out } => {
+                    refusals.no_answer += 1;
+                    refusals.timed_out += usize::from(timed_out);
+                    None
+                }
+                Answer::Other(status) => bail!(
+                    "POST answered {status} after {:.1}s ({refusals})",
+                    started.elapsed().as_secs_f64()
+                ),
+            };
+            self.note_refusal(slug, &key, started.elapsed(), &answer);
+            if started.elapsed() > within {
+                bail!(
+                    "not accepted within {within:?} ({refusals}; api {})",
+                    self.api_state()
+                );
             }
-            if Instant::now() > deadline {
-                bail!("not accepted within two minutes");
-            }
-            // A drill client honours Retry-After loosely, to keep the drill short.
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            let pause = match patience {
+                Patience::Loose => Duration::from_millis(250),
+                Patience::RetryAfter { cap, .. } => told
+                    .map_or(Duration::from_millis(250), Duration::from_secs)
+                    .min(cap),
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Appends one refused answer to `answers.log` in the scenario's folder.
+    fn note_refusal(&self, slug: &str, key: &str, after: Duration, answer: &Answer) {
+        use std::io::Write as _;
+        let line = format!(
+            "{} tenant={slug} key={key} after={:.3}s {answer:?}\n",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            after.as_secs_f64()
+        );
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("answers.log"))
+        {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+
+    /// Whether the api process still runs, for messages about requests it did not take.
+    pub fn api_state(&self) -> String {
+        match self.api_pid {
+            None => "not started".to_owned(),
+            Some(pid) => match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Ok(stat) => {
+                    let state = stat
+                        .rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next())
+                        .unwrap_or("?");
+                    format!("pid {pid} state {state}")
+                }
+                Err(_) => format!("pid {pid} gone"),
+            },
         }
     }
 
@@ -443,18 +570,48 @@ impl Drop for Scenario<'_> {
     }
 }
 
+/// What a client was answered before it was accepted.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Refusals {
+    /// 503s, of which `queue_full` were `queue-full` (the rest `unavailable`).
     pub unavailable: usize,
+    pub queue_full: usize,
+    /// 429s.
+    pub rate_limited: usize,
+    /// 503s and 429s without `Retry-After`.
     pub without_retry_after: usize,
+    /// No HTTP answer, of which `timed_out` after 20 s.
     pub no_answer: usize,
+    pub timed_out: usize,
+    /// The longest time from a first try to its 202.
+    pub waited: Duration,
 }
 
 impl std::ops::AddAssign for Refusals {
     fn add_assign(&mut self, other: Self) {
         self.unavailable += other.unavailable;
+        self.queue_full += other.queue_full;
+        self.rate_limited += other.rate_limited;
         self.without_retry_after += other.without_retry_after;
         self.no_answer += other.no_answer;
+        self.timed_out += other.timed_out;
+        self.waited = self.waited.max(other.waited);
+    }
+}
+
+impl std::fmt::Display for Refusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "503 queue-full={} 503 unavailable={} 429={} no answer={} (timed out {}), \
+             without Retry-After={}",
+            self.queue_full,
+            self.unavailable - self.queue_full,
+            self.rate_limited,
+            self.no_answer,
+            self.timed_out,
+            self.without_retry_after
+        )
     }
 }
 
