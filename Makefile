@@ -7,6 +7,7 @@
 #   make status  what is running
 #   make test    every test, against throwaway services (scripts/test.sh)
 #   make drill   every fault against the real processes, one line each (scripts/drill.sh)
+#   make bench   read-path throughput and latency with wrk, after make up (scripts/bench.sh)
 #   make fmt     check formatting; make lint: clippy with warnings as errors
 #
 # Every setting comes from the environment or the command line (`make up API_ADDR=...`);
@@ -37,7 +38,7 @@ export DATA_DIR PG_PORT REDIS_PORT DATABASE_URL REDIS_URL OUTBOX_DIR API_ADDR \
 
 RELEASE := target/release
 
-.PHONY: help up demo down status test drill fmt lint
+.PHONY: help up demo down status test drill bench fmt lint
 
 help:
 	@sed -n '4,11s/^#  //p' $(firstword $(MAKEFILE_LIST))
@@ -77,6 +78,9 @@ test:
 
 drill:
 	scripts/drill.sh
+
+bench:
+	scripts/bench.sh
 
 fmt:
 	cargo fmt --all -- --check
