@@ -90,3 +90,19 @@ pub struct Tenant {
     pub contact_email: String,
     pub active: bool,
 }
+
+impl Tenant {
+    /// The tenant's IANA zone; UTC if the stored name is not one (it is checked when the
+    /// tenant is created).
+    pub fn zone(&self) -> chrono_tz::Tz {
+        self.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC)
+    }
+}
+
+/// An instant as the api shows booking and slot times: RFC 3339 in whole seconds, with the
+/// offset `tz` has at that instant.
+pub fn local_rfc3339(tz: chrono_tz::Tz, instant: chrono::DateTime<chrono::Utc>) -> String {
+    instant
+        .with_timezone(&tz)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}

@@ -228,46 +228,55 @@ impl ResourceHours {
         }
     }
 
-    /// Loads the weekly hours and the exceptions dated `first..=last`.
-    pub async fn load(
+    /// Loads the hours of each of `resources`: the weekly intervals and the exceptions dated
+    /// `first..=last`, in two queries whatever the number of resources.
+    pub async fn load_all(
         conn: &mut PgConnection,
         tenant_id: Uuid,
-        resource_id: Uuid,
+        resources: &[Uuid],
         first: NaiveDate,
         last: NaiveDate,
-    ) -> sqlx::Result<Self> {
-        let weekly: Vec<(i16, NaiveTime, NaiveTime)> = sqlx::query_as(
-            "SELECT weekday, opens_at, closes_at FROM opening_hours
-             WHERE tenant_id = $1 AND resource_id = $2",
+    ) -> sqlx::Result<HashMap<Uuid, Self>> {
+        let weekly: Vec<(Uuid, i16, NaiveTime, NaiveTime)> = sqlx::query_as(
+            "SELECT resource_id, weekday, opens_at, closes_at FROM opening_hours
+             WHERE tenant_id = $1 AND resource_id = ANY($2)",
         )
         .bind(tenant_id)
-        .bind(resource_id)
+        .bind(resources)
         .fetch_all(&mut *conn)
         .await?;
-        let exceptions: Vec<(NaiveDate, Option<NaiveTime>, Option<NaiveTime>)> = sqlx::query_as(
-            "SELECT date, opens_at, closes_at FROM hours_exceptions
-             WHERE tenant_id = $1 AND resource_id = $2 AND date BETWEEN $3 AND $4",
-        )
-        .bind(tenant_id)
-        .bind(resource_id)
-        .bind(first)
-        .bind(last)
-        .fetch_all(conn)
-        .await?;
-        Ok(Self {
-            weekly: weekly
-                .into_iter()
-                .map(|(weekday, opens, closes)| OpeningInterval {
+        let exceptions: Vec<(Uuid, NaiveDate, Option<NaiveTime>, Option<NaiveTime>)> =
+            sqlx::query_as(
+                "SELECT resource_id, date, opens_at, closes_at FROM hours_exceptions
+                 WHERE tenant_id = $1 AND resource_id = ANY($2) AND date BETWEEN $3 AND $4",
+            )
+            .bind(tenant_id)
+            .bind(resources)
+            .bind(first)
+            .bind(last)
+            .fetch_all(conn)
+            .await?;
+        let mut all: HashMap<Uuid, Self> = resources
+            .iter()
+            .map(|resource| (*resource, Self::default()))
+            .collect();
+        for (resource, weekday, opens, closes) in weekly {
+            all.entry(resource)
+                .or_default()
+                .weekly
+                .push(OpeningInterval {
                     weekday: weekday as u32,
                     opens,
                     closes,
-                })
-                .collect(),
-            exceptions: exceptions
-                .into_iter()
-                .map(|(date, opens, closes)| (date, opens.zip(closes)))
-                .collect(),
-        })
+                });
+        }
+        for (resource, date, opens, closes) in exceptions {
+            all.entry(resource)
+                .or_default()
+                .exceptions
+                .insert(date, opens.zip(closes));
+        }
+        Ok(all)
     }
 }
 
@@ -381,19 +390,18 @@ pub struct Slot {
 }
 
 /// Every slot of the service starting in `window` that a request made at `now` would get,
-/// absent a race: the rules above applied to every start of every candidate resource, in
-/// start order, then resource order. Reads inside the caller's transaction, which should be
-/// a snapshot so the answer is consistent.
+/// absent a race: the rules above applied to every start of every one of `resources` (the
+/// [`candidate_resources`]), in start order, then resource order. Reads inside the caller's
+/// transaction, which should be a snapshot so the answer is consistent.
 pub async fn availability(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     tz: Tz,
     service: &ServiceRules,
-    resource_id: Option<Uuid>,
+    resources: &[Uuid],
     window: Span,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Vec<Slot>> {
-    let resources = candidate_resources(conn, tenant_id, service.id, resource_id).await?;
     // A slot belongs to the local date it starts on; every such date lies between these.
     let first = window.from.with_timezone(&tz).date_naive();
     let last = window.until.with_timezone(&tz).date_naive();
@@ -405,11 +413,12 @@ pub async fn availability(
         until: window.until + margin,
     };
     let blackouts = blackouts(conn, tenant_id, around).await?;
-    let existing = occupancy(conn, tenant_id, &resources, around).await?;
+    let existing = occupancy(conn, tenant_id, resources, around).await?;
+    let hours = ResourceHours::load_all(conn, tenant_id, resources, first, last).await?;
 
     let mut candidates = Vec::new();
-    for &resource in &resources {
-        let hours = ResourceHours::load(conn, tenant_id, resource, first, last).await?;
+    for &resource in resources {
+        let hours = &hours[&resource];
         for date in first.iter_days().take_while(|date| *date <= last) {
             let starts = schedule::day_slots(
                 tz,

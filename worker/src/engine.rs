@@ -6,7 +6,6 @@
 //! becomes a `slot_taken` rejection. Each request is decided under its own savepoint, so
 //! one rejection never undoes another request's booking.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -113,7 +112,7 @@ impl Engine {
         let tenant = common::db::tenant_by_id(&self.pool, tenant_id)
             .await?
             .ok_or(EngineError::UnknownTenant(tenant_id))?;
-        let tz = Tz::from_str(&tenant.time_zone).unwrap_or(Tz::UTC);
+        let tz = tenant.zone();
         let mut tx = common::db::tenant_tx(&self.pool, tenant.id).await?;
         lock_tenant(&mut tx, tenant.id).await?;
         let decided = self
@@ -146,7 +145,7 @@ impl Engine {
         let tenant = common::db::tenant_by_id(&self.pool, tenant_id)
             .await?
             .ok_or(EngineError::UnknownTenant(tenant_id))?;
-        let tz = Tz::from_str(&tenant.time_zone).unwrap_or(Tz::UTC);
+        let tz = tenant.zone();
         let mut decisions = Vec::new();
         while !stop.is_cancelled() {
             let batch = self.decide_batch(&tenant, tz).await?;
@@ -548,9 +547,10 @@ async fn place(
     let mut hours_refusal = None;
     let mut full = false;
     let mut taken = false;
+    let hours = ResourceHours::load_all(conn, tenant_id, candidates, date, date).await?;
     for &resource_id in candidates {
-        let hours = ResourceHours::load(conn, tenant_id, resource_id, date, date).await?;
-        if let Err(refusal) = rules::check_hours(tz, service, start, &hours.on(date)) {
+        if let Err(refusal) = rules::check_hours(tz, service, start, &hours[&resource_id].on(date))
+        {
             hours_refusal.get_or_insert(refusal);
             continue;
         }

@@ -78,10 +78,7 @@ fn reason_text(reason: &str) -> Result<(), ValidationError> {
 
 /// Answers a blackout in the tenant's zone; an unreadable zone name falls back to UTC.
 fn in_zone(admin: &Admin, row: BlackoutRow) -> Blackout {
-    let local = |at: DateTime<Utc>| match admin.tenant.time_zone.parse::<chrono_tz::Tz>() {
-        Ok(tz) => at.with_timezone(&tz).fixed_offset(),
-        Err(_) => at.fixed_offset(),
-    };
+    let local = |at: DateTime<Utc>| at.with_timezone(&admin.tenant.zone()).fixed_offset();
     Blackout {
         id: row.id,
         starts_at: local(row.starts_at),

@@ -330,7 +330,7 @@ impl BookingRow {
 
 /// The tenant's time zone; UTC if the stored name is not one (the catalogue checks it).
 pub fn tenant_zone(admin: &Admin) -> Tz {
-    admin.tenant.time_zone.parse().unwrap_or(Tz::UTC)
+    admin.tenant.zone()
 }
 
 fn local(instant: DateTime<Utc>, tz: Tz) -> DateTime<FixedOffset> {

@@ -6,13 +6,12 @@
 //! Slots are listed when they start in `[from, to)`, at most [`MAX_DAYS`] days; their
 //! times carry the tenant's offset at that instant.
 
-use std::str::FromStr;
-
 use axum::Json;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
+use common::domain::local_rfc3339;
 use common::rules::{self, Span};
 use common::schedule::local_instant;
 use serde::{Deserialize, Serialize};
@@ -177,19 +176,13 @@ pub struct SlotView {
     pub seats_left: Option<i64>,
 }
 
-fn local(tz: Tz, instant: DateTime<Utc>) -> String {
-    instant
-        .with_timezone(&tz)
-        .to_rfc3339_opts(SecondsFormat::Secs, false)
-}
-
 /// `GET /v1/availability?service_id=&from=&to=[&resource_id=]`.
 pub async fn show(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
     query: AvailabilityQuery,
 ) -> Result<Json<Availability>, Problem> {
-    let tz = Tz::from_str(&tenant.time_zone).unwrap_or(Tz::UTC);
+    let tz = tenant.zone();
     let window = query.window(tz)?;
     let mut tx = common::db::tenant_snapshot_tx(&state.pool, tenant.id).await?;
     let Some(service) = rules::load_service(&mut tx, tenant.id, query.service_id).await? else {
@@ -198,22 +191,20 @@ pub async fn show(
             "no such service",
         )]));
     };
-    if let Some(resource_id) = query.resource_id {
-        let offers =
-            rules::candidate_resources(&mut tx, tenant.id, service.id, Some(resource_id)).await?;
-        if offers.is_empty() {
-            return Err(Problem::validation(vec![field(
-                "resource_id",
-                "no such resource offers this service",
-            )]));
-        }
+    let resources =
+        rules::candidate_resources(&mut tx, tenant.id, service.id, query.resource_id).await?;
+    if query.resource_id.is_some() && resources.is_empty() {
+        return Err(Problem::validation(vec![field(
+            "resource_id",
+            "no such resource offers this service",
+        )]));
     }
     let slots = rules::availability(
         &mut tx,
         tenant.id,
         tz,
         &service,
-        query.resource_id,
+        &resources,
         window,
         Utc::now(),
     )
@@ -223,13 +214,13 @@ pub async fn show(
     Ok(Json(Availability {
         service_id: service.id,
         time_zone: tz.name().to_owned(),
-        from: local(tz, window.from),
-        to: local(tz, window.until),
+        from: local_rfc3339(tz, window.from),
+        to: local_rfc3339(tz, window.until),
         slots: slots
             .into_iter()
             .map(|slot| SlotView {
-                start: local(tz, slot.start),
-                end: local(tz, slot.end),
+                start: local_rfc3339(tz, slot.start),
+                end: local_rfc3339(tz, slot.end),
                 resource_id: slot.resource_id,
                 seats_left: slot.seats_left,
             })

@@ -4,11 +4,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use std::str::FromStr;
-
-use chrono::{DateTime, SecondsFormat, Utc};
-use chrono_tz::Tz;
-use common::domain::{RequestStatus, Tenant};
+use chrono::{DateTime, Utc};
+use common::domain::{RequestStatus, Tenant, local_rfc3339};
 use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
@@ -75,12 +72,7 @@ pub async fn find(
     id: Uuid,
 ) -> Result<Option<RequestView>, Problem> {
     let tenant_id = tenant.id;
-    let tz = Tz::from_str(&tenant.time_zone).unwrap_or(Tz::UTC);
-    let local = |instant: DateTime<Utc>| {
-        instant
-            .with_timezone(&tz)
-            .to_rfc3339_opts(SecondsFormat::Secs, false)
-    };
+    let local = |instant| local_rfc3339(tenant.zone(), instant);
     let mut tx = common::db::tenant_tx(&state.pool, tenant_id).await?;
     let row = sqlx::query(
         "SELECT r.id, r.status, r.reason, r.detail, r.accepted_at, r.decided_at,

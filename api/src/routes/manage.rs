@@ -9,12 +9,10 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use chrono::{DateTime, SecondsFormat, Utc};
-use chrono_tz::Tz;
-use common::domain::Tenant;
+use chrono::{DateTime, Utc};
+use common::domain::{Tenant, local_rfc3339};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::str::FromStr;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -86,12 +84,7 @@ pub async fn show(
     Path(token): Path<String>,
 ) -> Result<axum::Json<ManagedBooking>, Problem> {
     let booking = find(&state, &tenant, &token).await?;
-    let tz = Tz::from_str(&tenant.time_zone).unwrap_or(Tz::UTC);
-    let local = |instant: DateTime<Utc>| {
-        instant
-            .with_timezone(&tz)
-            .to_rfc3339_opts(SecondsFormat::Secs, false)
-    };
+    let local = |instant| local_rfc3339(tenant.zone(), instant);
     Ok(axum::Json(ManagedBooking {
         id: booking.id,
         service_id: booking.service_id,
