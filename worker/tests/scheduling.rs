@@ -1358,6 +1358,13 @@ async fn calendar_attachments_keep_one_uid_raise_the_sequence_and_match_the_book
     let cancelled = business.cancel(&id).await;
     assert_eq!(cancelled["status"], "confirmed", "{cancelled}");
     assert_eq!(cancelled["booking"]["status"], "cancelled");
+    // The status answers show the booking's times in New York's offset, as written locally.
+    assert_eq!(booking["start"], json!(business.at(day, "09:45")));
+    assert_eq!(moved["booking"]["start"], json!(business.at(day, "15:00")));
+    assert_eq!(
+        cancelled["booking"]["start"],
+        json!(business.at(day, "15:00"))
+    );
     let views = [&booking, &moved["booking"], &cancelled["booking"]];
 
     // One message per change and recipient, in the outbox and in the folder.
